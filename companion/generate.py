@@ -1,0 +1,341 @@
+"""The generation engine shared by evaluation, scaling, refinement and RL rollouts.
+
+Prompts of different lengths are left-padded into one batch, so that every row writes the same
+cache position at each step. One prefill per prompt; with ``num_samples > 1`` the prompt's keys and
+values are copied to its samples instead of being recomputed. Rows that finish are dropped from the
+batch, so they stop costing compute.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from companion.model import KVCache, Qwen3Model, padding_mask, positions_from_padding
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]  # log-prob of each generated token under the (temperature-scaled) model
+    finish_reason: str  # "stop" (an EOS id or stop string) or "length"
+    prompt_index: int = 0
+    sample_index: int = 0
+    prompt_tokens: int = 0
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def mean_logprob(self) -> float:
+        return sum(self.logprobs) / max(1, len(self.logprobs))
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Set to -inf every logit outside the top-k and outside the nucleus of mass top_p. (B, V) -> (B, V).
+
+    The nucleus is the smallest set of most likely tokens whose probability reaches top_p; the most
+    likely token is always kept.
+    """
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        mass_before = probs.cumsum(dim=-1) - probs  # mass of the strictly more likely tokens
+        drop_sorted = mass_before >= top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None):
+    """Pick the next token of each row: (B, V) logits -> tokens (B,), log-probs (B,).
+
+    The log-prob is under the temperature-scaled distribution before top-k/top-p filtering, which
+    is what a policy-gradient trainer recomputes.
+    """
+    logits = logits.float()
+    if params.greedy:
+        tokens = logits.argmax(dim=-1)
+        logprobs = torch.log_softmax(logits, dim=-1)
+    else:
+        scaled = logits / params.temperature
+        logprobs = torch.log_softmax(scaled, dim=-1)
+        probs = torch.softmax(filter_logits(scaled, params.top_k, params.top_p), dim=-1)
+        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return tokens, logprobs.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def _left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    length = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
+    valid = torch.zeros((len(prompts), length), dtype=torch.bool)
+    for row, prompt in enumerate(prompts):
+        if prompt:
+            ids[row, length - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+            valid[row, length - len(prompt):] = True
+    return ids.to(device), valid.to(device)
+
+
+class _StopStrings:
+    """Finds stop strings in the decoded tail of a row (only used when stop strings are given)."""
+
+    def __init__(self, tokenizer, stops: list[str]):
+        self.tokenizer = tokenizer
+        self.stops = stops
+        self.window = max(len(s) for s in stops) + 8
+
+    def hit(self, tokens: list[int]) -> bool:
+        tail = self.tokenizer.decode(tokens[-self.window:])
+        return any(s in tail for s in self.stops)
+
+
+@torch.inference_mode()
+def generate_ids(
+    model: Qwen3Model,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    params: SamplingParams = SamplingParams(),
+    eos_ids: tuple[int, ...] = (),
+    num_samples: int = 1,
+    generator: torch.Generator | None = None,
+    stop_strings: _StopStrings | None = None,
+    min_new_tokens: int = 0,
+    pad_id: int = 0,
+    on_token=None,
+    decode_step=None,
+) -> list[tuple[list[int], list[float], str]]:
+    """The engine on token ids. Returns (tokens, logprobs, finish_reason) per prompt and sample,
+    prompt-major (prompt 0's samples first). EOS tokens are included in the output."""
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    device = model.device
+    input_ids, valid = _left_pad(prompts, pad_id, device)
+    B0, L = input_ids.shape
+    total = L + max_new_tokens
+    if total > model.config.max_position_embeddings:
+        raise ValueError(f"prompt ({L}) + max_new_tokens ({max_new_tokens}) exceeds the model's "
+                         f"{model.config.max_position_embeddings} positions")
+    cache = KVCache(model.config, B0, total, device=device, dtype=model.dtype)
+    padded = not bool(valid.all())
+    positions = positions_from_padding(valid)
+    mask = padding_mask(valid, L) if padded else None
+    logits = model(input_ids, positions, mask, cache, start=0, last_only=True)[:, -1]  # (B0, V)
+
+    B = B0 * num_samples
+    if num_samples > 1:  # share the prompt's prefill among its samples
+        cache.repeat_rows(num_samples)
+        logits = logits.repeat_interleave(num_samples, dim=0)
+        valid = valid.repeat_interleave(num_samples, dim=0)
+    # Key validity over the whole cache: padding is invalid, generated positions become valid.
+    key_valid = torch.cat([valid, torch.ones(B, max_new_tokens, dtype=torch.bool, device=device)], dim=1)
+    pad_lengths = (~valid).sum(dim=1)  # (B,)
+
+    out_tokens = torch.zeros(B, max_new_tokens, dtype=torch.long)
+    out_logprobs = torch.zeros(B, max_new_tokens, dtype=torch.float32)
+    lengths = torch.zeros(B, dtype=torch.long)
+    finish = ["length"] * B
+    rows = torch.arange(B)  # original row of each active batch row
+    eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=device)
+    step_fn = decode_step or model
+
+    for step in range(max_new_tokens):
+        if step < min_new_tokens and len(eos):
+            logits[:, eos] = float("-inf")
+        tokens, logprobs = sample_next(logits, params, generator)
+        tokens_cpu, logprobs_cpu = tokens.cpu(), logprobs.cpu()
+        out_tokens[rows, step] = tokens_cpu
+        out_logprobs[rows, step] = logprobs_cpu
+        lengths[rows] = step + 1
+        done = torch.isin(tokens, eos).cpu() if len(eos) else torch.zeros(len(rows), dtype=torch.bool)
+        if stop_strings is not None:
+            for i, row in enumerate(rows.tolist()):
+                if not done[i] and stop_strings.hit(out_tokens[row, : step + 1].tolist()):
+                    done[i] = True
+        if on_token is not None:
+            on_token(rows.tolist(), tokens_cpu.tolist())
+        if done.any():
+            for row in rows[done].tolist():
+                finish[row] = "stop"
+            keep = (~done).nonzero().squeeze(-1)
+            if len(keep) == 0 or step == max_new_tokens - 1:
+                break
+            rows = rows[keep]
+            keep = keep.to(device)
+            cache.select_rows(keep)
+            tokens = tokens[keep]
+            key_valid, pad_lengths = key_valid[keep], pad_lengths[keep]
+        if step == max_new_tokens - 1:
+            break
+        position = L + step  # cache slot of the token just sampled
+        step_positions = (position - pad_lengths)[:, None]  # (B, 1)
+        step_mask = key_valid[:, None, None, : position + 1] if padded else None
+        logits = step_fn(tokens[:, None], step_positions, step_mask, cache, start=position)[:, -1]
+
+    results = []
+    for row in range(B):
+        n = int(lengths[row])
+        results.append((out_tokens[row, :n].tolist(), out_logprobs[row, :n].tolist(), finish[row]))
+    return results
+
+
+def compiled_decode_step(model: Qwen3Model):
+    """``torch.compile`` of the one-token decode step (prefill stays eager). Worth it where the
+    per-token overhead of many small kernels dominates; compiling takes tens of seconds on CPU."""
+    return torch.compile(model, dynamic=True)
+
+
+def generate(
+    model: Qwen3Model,
+    tokenizer,
+    prompts: str | list[str],
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    stop: list[str] | None = None,
+    num_samples: int = 1,
+    batch_size: int | None = None,
+    min_new_tokens: int = 0,
+    progress: bool = False,
+    stream=None,
+    compile: bool = False,
+) -> list[GenerationResult]:
+    """Generate a reply for each prompt (text already formatted, e.g. by a chat template).
+
+    Returns one ``GenerationResult`` per prompt, or ``num_samples`` per prompt, prompt-major.
+    ``temperature=0`` is greedy. ``seed`` makes sampling reproducible. ``stop`` lists extra stop
+    strings; the tokenizer's EOS ids always stop. ``stream(text_delta)`` is called as text arrives
+    (single prompt and sample only). ``batch_size`` caps the rows generated together.
+    """
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    params = SamplingParams(temperature, top_k, top_p)
+    if stream is not None and (len(prompts) != 1 or num_samples != 1):
+        raise ValueError("streaming works with one prompt and one sample")
+    encoded = [tokenizer.encode(p) for p in prompts]
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=model.device).manual_seed(seed)
+    eos_ids = tuple(getattr(tokenizer, "eos_token_ids", None) or [tokenizer.eos_token_id])
+    stops = _StopStrings(tokenizer, stop) if stop else None
+    decode_step = compiled_decode_step(model) if compile else None
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    prompts_per_batch = max(1, (batch_size or len(encoded) * num_samples) // num_samples)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths pad less
+    results: list[GenerationResult | None] = [None] * (len(encoded) * num_samples)
+    on_token = _Streamer(tokenizer, stream) if stream is not None else None
+    bar = tqdm(total=len(encoded) * num_samples, desc="generate", unit="seq", disable=not progress)
+    for start in range(0, len(order), prompts_per_batch):
+        chunk = order[start:start + prompts_per_batch]
+        outputs = generate_ids(model, [encoded[i] for i in chunk], max_new_tokens, params, eos_ids, num_samples,
+                               generator, stops, min_new_tokens, pad_id, on_token, decode_step)
+        for j, (tokens, logprobs, reason) in enumerate(outputs):
+            prompt_index, sample_index = chunk[j // num_samples], j % num_samples
+            text = tokenizer.decode(_strip_eos(tokens, eos_ids), skip_special_tokens=False)
+            if stop and reason == "stop":
+                text = _cut_at_stop(text, stop)
+            results[prompt_index * num_samples + sample_index] = GenerationResult(
+                text, tokens, logprobs, reason, prompt_index, sample_index, len(encoded[prompt_index]))
+        bar.update(len(outputs))
+    bar.close()
+    return results
+
+
+def _strip_eos(tokens: list[int], eos_ids) -> list[int]:
+    return tokens[:-1] if tokens and tokens[-1] in eos_ids else tokens
+
+
+def _cut_at_stop(text: str, stops: list[str]) -> str:
+    cuts = [text.find(s) for s in stops if s in text]
+    return text[: min(cuts)] if cuts else text
+
+
+class _Streamer:
+    """Turns tokens into text deltas; holds back bytes that do not yet form a whole character."""
+
+    def __init__(self, tokenizer, callback):
+        self.tokenizer, self.callback = tokenizer, callback
+        self.tokens: list[int] = []
+        self.printed = 0
+        self.eos = set(getattr(tokenizer, "eos_token_ids", None) or [tokenizer.eos_token_id])
+
+    def __call__(self, rows, tokens):
+        if tokens[0] in self.eos:
+            return
+        self.tokens.append(tokens[0])
+        text = self.tokenizer.decode(self.tokens)
+        if text.endswith("\ufffd"):
+            return
+        self.callback(text[self.printed:])
+        self.printed = len(text)
+
+
+# ---- command line --------------------------------------------------------------------------------
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser("generate", help="generate text from a prompt, streaming the reply",
+                              description="Generate a reply with a Qwen3-family model; streams text and ends with tokens per second.")
+    p.add_argument("--model", default=None, help="model folder or hub repo id (default: the shipped tiny model)")
+    p.add_argument("--prompt", required=True, help="the prompt text (the user message with --chat)")
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    thinking = p.add_mutually_exclusive_group()
+    thinking.add_argument("--thinking", dest="thinking", action="store_true", default=True,
+                          help="chat with thinking mode on (default)")
+    thinking.add_argument("--no-thinking", dest="thinking", action="store_false", help="chat with thinking mode off")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    p.add_argument("--dtype", default=None, choices=["fp32", "bf16"], help="default: fp32 on CPU, bf16 elsewhere")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode step")
+    p.set_defaults(func=_run_cli)
+
+
+def _run_cli(args) -> int:
+    from companion.checkpoint import load_model
+
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
+    prompt = args.prompt
+    if args.chat:
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                               enable_thinking=args.thinking)
+    started = time.perf_counter()
+    [result] = generate(model, tokenizer, prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                        top_k=args.top_k, top_p=args.top_p, seed=args.seed, compile=args.compile,
+                        stream=lambda text: print(text, end="", flush=True))
+    seconds = time.perf_counter() - started
+    print()
+    print(f"[{result.num_tokens} tokens in {seconds:.2f} s: {result.num_tokens / seconds:.1f} tokens/s, "
+          f"finish: {result.finish_reason}]")
+    return 0
