@@ -68,10 +68,15 @@ class Step:
     result: int
     clause: str
 
-    def line(self, result: int | None = None) -> str:
-        """The solution line, e.g. ``Ava buys 5 more: 12 + 5 = 17.``"""
-        shown = self.result if result is None else result
-        return f"{self.clause}: {self.left.value} {self.op} {self.right.value} = {shown}."
+    def line(self, left: int | None = None, right: int | None = None, result: int | None = None) -> str:
+        """The solution line, e.g. ``Ava buys 5 more: 12 + 5 = 17.``
+
+        Other values may be written in (an attempt with a slip shows wrong numbers).
+        """
+        left = self.left.value if left is None else left
+        right = self.right.value if right is None else right
+        result = self.result if result is None else result
+        return f"{self.clause}: {left} {self.op} {right} = {result}."
 
     def equation(self) -> str:
         return f"{self.left.value} {self.op} {self.right.value} = {self.result}"

@@ -73,7 +73,8 @@ class Tokenizer:
     ``config`` is the parsed tokenizer_config.json (chat_template, eos_token, pad_token,
     added_tokens_decoder, ...). ``model_eos_token_ids`` are the stop ids that the model's own
     config.json / generation_config.json list. ``source`` names where the config came from, so that
-    errors point at the file to fix.
+    errors point at the file to fix. Tokens that ``added_tokens_decoder`` declares but ``backend``
+    lacks are added to ``backend``, as transformers does.
     """
 
     def __init__(
@@ -93,7 +94,7 @@ class Tokenizer:
         if self.eos_token is None and model_eos_token_ids:
             self.eos_token = self.backend.id_to_token(model_eos_token_ids[0])
         if self.eos_token is None:
-            raise ValueError(f"{source}: no 'eos_token', and config.json names no eos_token_id in the vocabulary either")
+            raise ValueError(f"{source}: no 'eos_token', and config.json names no eos_token_id in the vocabulary")
         self.pad_token = _token_text(self.config.get("pad_token"), "pad_token", source)
         self.eos_token_id = self._config_token_id(self.eos_token, "eos_token")
         self.pad_token_id = None if self.pad_token is None else self._config_token_id(self.pad_token, "pad_token")
@@ -209,7 +210,8 @@ class Tokenizer:
         self.backend.save(str(folder / "tokenizer.json"), pretty=True)
         config = dict(self.config)
         config.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
-        config.update(eos_token=self.eos_token, pad_token=self.pad_token, added_tokens_decoder=self._added_tokens_decoder())
+        config.update(eos_token=self.eos_token, pad_token=self.pad_token)
+        config["added_tokens_decoder"] = self._added_tokens_decoder()
         config.pop("chat_template", None)
         if self.chat_template is not None:
             config["chat_template"] = self.chat_template
@@ -260,7 +262,9 @@ class Tokenizer:
             raise ValueError(f"{self.source}: 'added_tokens_decoder' must map ids to tokens")
         for key, entry in declared.items():
             if not str(key).isdigit() or not isinstance(entry, Mapping) or not isinstance(entry.get("content"), str):
-                raise ValueError(f"{self.source}: added_tokens_decoder entry {key!r} needs an integer id and a 'content' string")
+                raise ValueError(
+                    f"{self.source}: added_tokens_decoder entry {key!r} needs an integer id and a 'content' string"
+                )
         for key in sorted(declared, key=int):
             self._add_declared_token(int(key), declared[key])
 
@@ -273,7 +277,8 @@ class Tokenizer:
         actual = self.backend.token_to_id(content)
         if actual != index:
             raise ValueError(
-                f"{self.source}: added_tokens_decoder gives {content!r} id {index}, but tokenizer.json gives it id {actual}"
+                f"{self.source}: added_tokens_decoder gives {content!r} id {index}, "
+                f"but tokenizer.json gives it id {actual}"
             )
 
     def _added_tokens_decoder(self) -> dict[str, dict[str, Any]]:
@@ -312,7 +317,9 @@ def load_tokenizer(folder_or_repo_id: str | os.PathLike | None = None) -> Tokeni
     config_file = folder / "tokenizer_config.json"
     for needed in (tokenizer_file, config_file):
         if not needed.is_file():
-            raise FileNotFoundError(f"{folder}: no {needed.name}; a tokenizer folder needs tokenizer.json and tokenizer_config.json")
+            raise FileNotFoundError(
+                f"{folder}: no {needed.name}; a tokenizer folder needs tokenizer.json and tokenizer_config.json"
+            )
     try:
         backend = tokenizers.Tokenizer.from_file(str(tokenizer_file))
     except Exception as error:
@@ -568,5 +575,7 @@ def _compile_template(template: str) -> jinja2.Template:
         trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, jinja2.ext.loopcontrols]
     )
     environment.filters["tojson"] = _tojson
-    environment.globals.update(raise_exception=_raise_exception, strftime_now=_strftime_now, namespace=_TemplateNamespace)
+    environment.globals.update(
+        raise_exception=_raise_exception, strftime_now=_strftime_now, namespace=_TemplateNamespace
+    )
     return environment.from_string(template)

@@ -58,13 +58,25 @@ def qwen25_folder(tmp_path_factory):
 
 # ----- conversations ---------------------------------------------------------------------------
 
-SYSTEM = {"role": "system", "content": "You are a careful math tutor."}
-Q1 = {"role": "user", "content": "What is 12 * 7?"}
-Q2 = {"role": "user", "content": "And 12 * 8?"}
-A_PLAIN = {"role": "assistant", "content": "84"}
-A_THINK = {"role": "assistant", "content": "<think>\n12 * 7 = 84\n</think>\n\nThe answer is \\boxed{84}."}
-A_THINK_TIGHT = {"role": "assistant", "content": "<think>12*8=96</think>96"}
-A_REASONING = {"role": "assistant", "content": "The answer is 96.", "reasoning_content": "\n12 * 8 = 96\n"}
+def system(text):
+    return {"role": "system", "content": text}
+
+
+def user(text):
+    return {"role": "user", "content": text}
+
+
+def assistant(text, **fields):
+    return {"role": "assistant", "content": text, **fields}
+
+
+SYSTEM = system("You are a careful math tutor.")
+Q1 = user("What is 12 * 7?")
+Q2 = user("And 12 * 8?")
+A_PLAIN = assistant("84")
+A_THINK = assistant("<think>\n12 * 7 = 84\n</think>\n\nThe answer is \\boxed{84}.")
+A_THINK_TIGHT = assistant("<think>12*8=96</think>96")
+A_REASONING = assistant("The answer is 96.", reasoning_content="\n12 * 8 = 96\n")
 
 CONVERSATIONS = {
     "user only": [Q1],
@@ -72,28 +84,31 @@ CONVERSATIONS = {
     "system only": [SYSTEM],
     "assistant answered": [Q1, A_PLAIN],
     "assistant with think, last": [SYSTEM, Q1, A_THINK],
-    "assistant without think, last": [Q1, {"role": "assistant", "content": "Plain answer."}],
+    "assistant without think, last": [Q1, assistant("Plain answer.")],
     "think before last query is stripped": [Q1, A_THINK, Q2],
     "think before and after last query": [SYSTEM, Q1, A_THINK, Q2, A_THINK_TIGHT],
     "reasoning_content after last query": [Q1, A_PLAIN, Q2, A_REASONING],
     "reasoning_content before last query": [Q1, A_REASONING, Q2],
-    "empty reasoning_content": [Q1, {"role": "assistant", "content": "84", "reasoning_content": ""}],
-    "reasoning_content None": [Q1, {"role": "assistant", "content": "84", "reasoning_content": None}],
-    "thinking alias": [Q1, {"role": "assistant", "content": "84", "thinking": "7 * 12"}],
-    "two assistant turns after last query": [Q1, A_THINK, {"role": "assistant", "content": "Also: <think>more</think> 84"}],
+    "empty reasoning_content": [Q1, assistant("84", reasoning_content="")],
+    "reasoning_content None": [Q1, assistant("84", reasoning_content=None)],
+    "thinking alias": [Q1, assistant("84", thinking="7 * 12")],
+    "two assistant turns after last query": [Q1, A_THINK, assistant("Also: <think>more</think> 84")],
     "middle assistant without reasoning after last query": [Q1, A_PLAIN, A_THINK],
-    "empty contents": [{"role": "system", "content": ""}, {"role": "user", "content": ""}, {"role": "assistant", "content": ""}],
-    "empty think block": [Q1, {"role": "assistant", "content": "<think>\n\n</think>\n\n84"}],
-    "unclosed think": [Q1, {"role": "assistant", "content": "<think>still thinking"}],
-    "close without open": [Q1, {"role": "assistant", "content": "some thoughts\n</think>\n\n84"}],
-    "two think blocks": [Q1, {"role": "assistant", "content": "<think>a</think>b<think>c</think>\n\nd"}],
-    "unicode": [{"role": "user", "content": "Résous: 2² + √9 = ? 漢字 🙂 Ελληνικά"}, {"role": "assistant", "content": "<think>二加三</think>\n= 7 ✓"}],
-    "multi-line": [{"role": "user", "content": "Line 1\nLine 2\n\n\tindented\r\nwindows"}, {"role": "assistant", "content": "\n\nleading newlines\n\n"}],
-    "later system message": [SYSTEM, Q1, A_PLAIN, {"role": "system", "content": "Be brief."}, Q2],
+    "empty contents": [system(""), user(""), assistant("")],
+    "empty think block": [Q1, assistant("<think>\n\n</think>\n\n84")],
+    "unclosed think": [Q1, assistant("<think>still thinking")],
+    "close without open": [Q1, assistant("some thoughts\n</think>\n\n84")],
+    "two think blocks": [Q1, assistant("<think>a</think>b<think>c</think>\n\nd")],
+    "unicode": [
+        user("Résous: 2² + √9 = ? 漢字 🙂 Ελληνικά"),
+        assistant("<think>二加三</think>\n= 7 ✓"),
+    ],
+    "multi-line": [user("Line 1\nLine 2\n\n\tindented\r\nwindows"), assistant("\n\nleading newlines\n\n")],
+    "later system message": [SYSTEM, Q1, A_PLAIN, system("Be brief."), Q2],
     "no user message": [SYSTEM, A_THINK],
-    "user text that looks like a tool result": [Q1, A_THINK, {"role": "user", "content": "<tool_response>42</tool_response>"}, A_THINK_TIGHT],
-    "special tokens in content": [{"role": "user", "content": "say <|im_end|> and <think>"}, A_PLAIN],
-    "jinja-looking content": [{"role": "user", "content": "{{ 1 + 1 }} {% if x %}"}],
+    "user text that looks like a tool result": [Q1, A_THINK, user("<tool_response>42</tool_response>"), A_THINK_TIGHT],
+    "special tokens in content": [user("say <|im_end|> and <think>"), A_PLAIN],
+    "jinja-looking content": [user("{{ 1 + 1 }} {% if x %}")],
 }
 
 RENDER_OPTIONS = [
@@ -125,15 +140,17 @@ def test_qwen3_python_renderer_matches_jinja_on_random_chats():
                 message["reasoning_content"] = "".join(rng.choices(pieces, k=3))
             messages.append(message)
         options = dict(add_generation_prompt=rng.random() < 0.5, enable_thinking=rng.random() < 0.5)
-        assert render_qwen3_chat(messages, **options) == render_jinja_chat(QWEN3_CHAT_TEMPLATE, messages, **options), messages
+        expected = render_jinja_chat(QWEN3_CHAT_TEMPLATE, messages, **options)
+        assert render_qwen3_chat(messages, **options) == expected, messages
 
 
 def test_tool_conversations_render_through_the_template(ours, reference):
-    tools = [{"type": "function", "function": {"name": "add", "description": "Add é", "parameters": {"type": "object"}}}]
+    add = {"name": "add", "description": "Add é", "parameters": {"type": "object"}}
+    tools = [{"type": "function", "function": add}]
     messages = [
         SYSTEM,
         Q1,
-        {"role": "assistant", "content": "<think>use the tool</think>", "tool_calls": [{"function": {"name": "add", "arguments": {"a": 12, "b": 7}}}]},
+        assistant("<think>use the tool</think>", tool_calls=[{"function": {"name": "add", "arguments": {"a": 12}}}]),
         {"role": "tool", "content": "84"},
         {"role": "tool", "content": "ok"},
     ]
@@ -169,7 +186,10 @@ def test_qwen25_template_matches_transformers(qwen25_folder):
 
 
 def test_jinja_fallback_provides_transformers_globals():
-    template = "{{ strftime_now('%Y') | length }} {{ {'k': 'é'} | tojson }}{% if messages | length > 1 %}{{ raise_exception('too long') }}{% endif %}"
+    template = (
+        "{{ strftime_now('%Y') | length }} {{ {'k': 'é'} | tojson }}"
+        "{% if messages | length > 1 %}{{ raise_exception('too long') }}{% endif %}"
+    )
     assert render_jinja_chat(template, [Q1]) == '4 {"k": "é"}'
     with pytest.raises(jinja2.TemplateError, match="too long"):
         render_jinja_chat(template, [Q1, Q2])
@@ -269,9 +289,8 @@ def test_save_round_trips_through_auto_tokenizer(ours, reference, tmp_path):
     for text in TEXTS:
         assert loaded.encode(text, add_special_tokens=False) == again.encode(text) == ours.encode(text)
     messages = CONVERSATIONS["think before and after last query"]
-    assert loaded.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == reference.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=True
-    )
+    expected = reference.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert loaded.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == expected
 
 
 def test_save_keeps_a_stale_chat_template_file_in_step(ours, tmp_path):
@@ -304,7 +323,8 @@ def test_in_memory_tokenizer_with_the_qwen3_template_saves_and_loads(tmp_path):
     assert tok.decode([0, 28, 1, 6], skip_special_tokens=True) == "a <think> b"
     tok.save(tmp_path)
     loaded = load_tokenizer(tmp_path)
-    assert loaded.apply_chat_template([Q1], add_generation_prompt=True) == tok.apply_chat_template([Q1], add_generation_prompt=True)
+    expected = tok.apply_chat_template([Q1], add_generation_prompt=True)
+    assert loaded.apply_chat_template([Q1], add_generation_prompt=True) == expected
     reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
     assert reference.encode("a <think> b<|im_end|>", add_special_tokens=False) == [0, 28, 1, 6]
 

@@ -1,0 +1,212 @@
+"""Find the final answer in a model's response.
+
+Rules, in order:
+
+1. With a think block, only the text after the last ``</think>`` counts. An opened but never
+   closed ``<think>`` has no answer in strict mode (the model ran out of tokens while thinking).
+2. Strict mode (RL rewards): the last ``\\boxed{}`` / ``\\fbox{}`` or nothing.
+3. Otherwise the *last* explicit answer marker wins, whatever its kind: a box, "final answer
+   is", "the answer is", "Answer:", GSM8K's ``#### n``, ``<answer>...</answer>``. A later
+   "The answer is 12" beats an earlier intermediate ``\\boxed{7}``, except that a wordy phrase
+   (no digit, no LaTeX, e.g. "the answer is clear") never overrides a box.
+4. Boxes joined only by "or"/"and"/commas are one answer list (``\\boxed{4}`` or ``\\boxed{6}`` is
+   "4, 6", which fails against a single gold value: hedging does not pay).
+5. No marker: the last number, or the last ``$...$`` formula when the number sits inside it.
+
+All scanning is linear and limited to the last ``TAIL_CHARS`` characters.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .normalize import matching_brace, strip_wrappers
+
+TAIL_CHARS = 50_000
+PHRASE_CHARS = 300
+
+_BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+_PHRASE = re.compile(
+    r"(?:final\s+answer|answer)\s*(?:\*\*|__)?\s*(?:is|:|=|would\s+be|will\s+be)\s*(?:\*\*|__)?\s*:?", re.I)
+_GSM8K = re.compile(r"####\s*([^\n]*)")
+_ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.S | re.I)
+_NUMBER = re.compile(r"(?:(?<=[\s(=:$*])|^)-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?%?|(?<![\d.])\.\d+")
+_MATH = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$([^$]+?)\$", re.S)
+_BARE_TOKEN = re.compile(r"[^\s$]+")
+_JOINER = re.compile(r"\s*\$?\s*(?:,|;|and|or|\\text\{\s*(?:and|or)\s*\}|\\quad)?\s*(?:[A-Za-z]\s*=\s*)?\$?\s*", re.I)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    start: int
+    end: int
+    text: str
+    kind: str
+
+
+def answer_region(response: str, strict: bool) -> str | None:
+    """The part of the response that may hold the final answer (see rule 1)."""
+    close = response.rfind("</think>")
+    if close >= 0:
+        region = response[close + len("</think>"):]
+    elif "<think>" in response and strict:
+        return None
+    else:
+        region = response
+    return region[-TAIL_CHARS:]
+
+
+def find_boxes(text: str) -> list[_Candidate]:
+    """Outermost ``\\boxed{...}`` groups (braces matched), plus ``\\boxed 5``. A box that never
+    closes ends the list as kind "unclosed", holding the rest of the text when that is short."""
+    boxes: list[_Candidate] = []
+    pos = 0
+    while True:
+        match = _BOX.search(text, pos)
+        if not match:
+            return boxes
+        i = match.end()
+        while i < len(text) and text[i] == " ":
+            i += 1
+        if i < len(text) and text[i] == "{":
+            end = matching_brace(text, i)
+            if end < 0:
+                rest = text[i + 1:] if len(text) - i <= PHRASE_CHARS else ""
+                boxes.append(_Candidate(match.start(), len(text), rest, "unclosed"))
+                return boxes
+            boxes.append(_Candidate(match.start(), end + 1, text[i + 1:end], "box"))
+            pos = end + 1
+        else:
+            token = _BARE_TOKEN.match(text, i)
+            if token and i > match.end():
+                boxes.append(_Candidate(match.start(), token.end(), token.group(0), "box"))
+            pos = token.end() if token else i
+
+
+def _join_hedges(boxes: list[_Candidate], text: str) -> _Candidate | None:
+    """The last closed box, merged with the boxes before it joined by "or", "and" or commas."""
+    boxes = [b for b in boxes if b.kind == "box"]
+    if not boxes:
+        return None
+    group = [boxes[-1]]
+    for box in reversed(boxes[:-1]):
+        if not _JOINER.fullmatch(text[box.end:group[0].start]):
+            break
+        group.insert(0, box)
+    contents: list[str] = []
+    for box in group:
+        content = box.text.strip()
+        if content not in contents:
+            contents.append(content)
+    return _Candidate(group[0].start, group[-1].end, ", ".join(contents), group[-1].kind)
+
+
+def _sentence(text: str, start: int) -> str:
+    """The answer phrase after a marker: up to the end of the sentence, line or display math."""
+    i = start
+    while i < len(text) and text[i] in " \t\n":
+        i += 1
+    for left, right in (("$$", "$$"), ("\\[", "\\]")):
+        if text.startswith(left, i):
+            end = text.find(right, i + len(left))
+            return text[i:end + len(right)] if end >= 0 else text[i:i + PHRASE_CHARS]
+    depth = 0
+    in_math = False
+    j = i
+    limit = min(len(text), i + PHRASE_CHARS)
+    while j < limit:
+        char = text[j]
+        if char == "\\" and j + 1 < limit:
+            j += 2
+            continue
+        if char == "$":
+            in_math = not in_math
+        elif char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+        elif depth <= 0 and not in_math:
+            if char == "\n":
+                break
+            if char in ".!?" and (j + 1 >= len(text) or text[j + 1] in " \n\t*)"):
+                break
+        j += 1
+    return text[i:j]
+
+
+def _phrases(text: str) -> list[_Candidate]:
+    found = []
+    for match in _PHRASE.finditer(text):
+        content = _sentence(text, match.end())
+        boxes = find_boxes(content)
+        if boxes:
+            content = _join_hedges(boxes, content).text
+        if content.strip():
+            found.append(_Candidate(match.start(), match.end() + len(content), content, "phrase"))
+    return found
+
+
+def _markers(text: str) -> list[_Candidate]:
+    candidates = _phrases(text)
+    for match in _GSM8K.finditer(text):
+        candidates.append(_Candidate(match.start(), match.end(), match.group(1), "gsm8k"))
+    for match in _ANSWER_TAG.finditer(text):
+        inner = match.group(1)
+        boxes = find_boxes(inner)
+        candidates.append(_Candidate(match.start(), match.end(),
+                                     _join_hedges(boxes, inner).text if boxes else inner, "tag"))
+    return candidates
+
+
+def _looks_like_math(text: str) -> bool:
+    return bool(re.search(r"[\d\\^=()\[\]{}+\-/]", text)) or len(text.split()) <= 4 and not re.search(
+        r"(?i)\b(?:clear|correct|wrong|simple|below|above|that|not|obvious|yes|no)\b", text)
+
+
+def _is_formula(text: str) -> bool:
+    """A ``$...$`` span that holds math, not prose between two dollar amounts."""
+    return bool(re.search(r"[\d\\]", text)) and not re.search(r"(?<![\\A-Za-z])[A-Za-z]{3,}", text)
+
+
+def _last_number(text: str) -> str | None:
+    """Fallback: the last number, or the last formula ``$...$`` when no number comes after it."""
+    numbers = list(_NUMBER.finditer(text))
+    formulas = [m for m in _MATH.finditer(text)
+                if _is_formula(next(g for g in m.groups() if g is not None))]
+    if formulas and (not numbers or numbers[-1].start() < formulas[-1].end()):
+        formula = next(g for g in formulas[-1].groups() if g is not None)
+        return formula.split("=")[-1]
+    return numbers[-1].group(0) if numbers else None
+
+
+def clean(answer: str) -> str:
+    """Strip markdown and math delimiters, a trailing period, and an ``x =`` lead-in is kept."""
+    answer = answer.replace("**", "").replace("__", "")
+    answer = re.sub(r"(?<!\\)\$", "", answer)
+    return strip_wrappers(answer)
+
+
+def extract_answer(response: str | None, strict: bool = False) -> str | None:
+    """The final answer in ``response`` as a string, or None when there is none (see module doc)."""
+    if not response:
+        return None
+    region = answer_region(response, strict)
+    if region is None:
+        return None
+    boxes = find_boxes(region)
+    last_box = _join_hedges(boxes, region)
+    if boxes and boxes[-1].kind == "unclosed":
+        if strict:
+            return None
+        last_box = boxes[-1] if boxes[-1].text.strip() else last_box
+    if strict:
+        return (clean(last_box.text) or None) if last_box else None
+    candidates = [c for c in _markers(region) if last_box is None or _looks_like_math(c.text)]
+    if last_box is not None:
+        candidates.append(last_box)
+    for candidate in sorted(candidates, key=lambda c: c.start, reverse=True):
+        answer = clean(candidate.text)
+        if answer:
+            return answer
+    number = _last_number(region)
+    return clean(number) if number else None
