@@ -209,6 +209,7 @@ def save_model(model: Qwen3Model, tokenizer, folder: str | os.PathLike, max_shar
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a model folder is an ordinary folder
     try:
         model.config.save_json(staging / "config.json")
         _write_weights(_state_dict_hf(model), staging, max_shard_bytes)

@@ -163,7 +163,7 @@ def generate_ids(
     finish = ["length"] * B
     rows = torch.arange(B)  # original row of each active batch row
     eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=device)
-    step_fn = decode_step or model
+    step_fn = decode_step if decode_step is not None else model
 
     for step in range(max_new_tokens):
         if step < min_new_tokens and len(eos):

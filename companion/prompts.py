@@ -31,3 +31,22 @@ def build_prompt(tokenizer, question: str, style: str = DEFAULT_PROMPT_STYLE) ->
     return tokenizer.apply_chat_template(
         messages, add_generation_prompt=True, enable_thinking=(style == "thinking")
     )
+
+
+# ---- self-refinement: review an earlier attempt ------------------------------------------------
+
+REVISE_INSTRUCTION = (
+    "Check the attempt step by step. If a step is wrong, correct it and finish the solution. "
+    "Give the final answer in \\boxed{}."
+)
+
+
+def revise_message(question: str, attempt: str) -> str:
+    """The user turn that asks to review an earlier attempt (used for training and by refinement)."""
+    return f"{question.strip()}\nHere is an attempt:\n{attempt.strip()}\n{REVISE_INSTRUCTION}"
+
+
+def build_revise_prompt(tokenizer, question: str, attempt: str) -> str:
+    """The chat prompt for a review, with thinking off: the review itself is the visible answer."""
+    messages = [{"role": "user", "content": revise_message(question, attempt)}]
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=False)

@@ -25,6 +25,7 @@ output; no global random state is used.
 """
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -415,7 +416,8 @@ class Chain:
 
 
 CHAINS = (
-    Chain("people", "has", "have", ("stickers", "marbles", "stamps", "coins", "seashells", "books", "pencils", "trading cards")),
+    Chain("people", "has", "have",
+          ("stickers", "marbles", "stamps", "coins", "seashells", "books", "pencils", "trading cards")),
     Chain("containers", "holds", "hold", ("marbles", "candies", "beads", "buttons", "cookies", "shells", "coins")),
     Chain("days", "reads", "read", ("pages",)),
     Chain("days", "bakes", "bake", ("cookies", "muffins", "rolls")),
@@ -660,7 +662,8 @@ def _shopping(rng: random.Random, steps: int, limits: Limits) -> tuple[str, list
 def _shopping_end(rng, work: _Work, total: Operand, person: Person, sentences: list[str], limits: Limits) -> str:
     people = _divisor(rng, total.value, limits)
     if people and rng.random() < 0.4:
-        sentences.append(f"{person.subject} splits the cost equally among {people} people, {person.object}self included.")
+        sentences.append(f"{person.subject} splits the cost equally among {people} people, "
+                         f"{person.object}self included.")
         work.apply(total, "÷", people, "Each person pays")
         return "How many dollars does each of them pay?"
     bills = [b for b in (10, 20, 50, 100, 200, 500, 1000) if total.value < b <= limits.max_value]
@@ -786,10 +789,15 @@ def _disjoint_splits(sizes=None, seed: int = DEFAULT_SEED):
 
 def split_problems(split: str, sizes=None, seed: int = DEFAULT_SEED) -> list[SyntheticProblem]:
     """The structured problems behind ``data/arith/<split>.jsonl``, regenerated from the seed."""
-    for name, problems in _disjoint_splits(sizes, seed):
-        if name == split:
-            return problems
-    raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLIT_ORDER)}")
+    if split not in SPLIT_ORDER:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLIT_ORDER)}")
+    return list(_cached_splits(tuple(sorted((sizes or {}).items())), seed)[split])
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_splits(sizes: tuple, seed: int) -> dict[str, tuple[SyntheticProblem, ...]]:
+    """All splits at once (a few seconds), kept: training asks for train and validation."""
+    return {name: tuple(problems) for name, problems in _disjoint_splits(dict(sizes), seed)}
 
 
 def all_splits(sizes=None, seed: int = DEFAULT_SEED) -> dict[str, list[dict]]:

@@ -18,30 +18,41 @@ one by one), Qwen3's added tokens in Qwen3's order and the Qwen3 chat template.
 """
 from __future__ import annotations
 
+import json
+import math
+import os
 import random
 import re
-from dataclasses import dataclass
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import tokenizers
+import torch
+import torch.nn.functional as F
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tqdm.auto import tqdm
 
-from companion.prompts import build_prompt
-from companion.synthetic import OPERATIONS, SyntheticProblem, Step, recompute
+from companion.checkpoint import load_model, save_model
+from companion.config import ModelConfig
+from companion.generate import generate
+from companion.model import Qwen3Model
+from companion.prompts import REVISE_INSTRUCTION, build_revise_prompt, revise_message, build_prompt
+from companion.synthetic import OPERATIONS, SyntheticProblem, Step, read_split, recompute, split_problems
 from companion.tokenizer import (
     QWEN3_CHAT_TEMPLATE,
     QWEN3_NON_SPECIAL_TOKENS,
     QWEN3_SPECIAL_TOKENS,
     Tokenizer,
+    load_tokenizer,
     render_qwen3_chat,
 )
+from companion.verifier import grade
 
 # ---------------------------------------------------------------------------------------------
 # Targets
 # ---------------------------------------------------------------------------------------------
-REVISE_INSTRUCTION = (
-    "Check the attempt step by step. If a step is wrong, correct it and finish the solution. "
-    "Give the final answer in \\boxed{}."
-)
 END_OF_TURN = "<|im_end|>"
 # How often each kind of example is drawn for the corpus.
 CORPUS_MIX = {"cot": 0.4, "thinking": 0.2, "direct": 0.2, "revise": 0.2}
@@ -73,17 +84,6 @@ def target(problem: SyntheticProblem, style: str) -> str:
         steps = "\n".join(problem.solution_lines())
         return f"<think>\n{steps}\n</think>\n\n{final_answer(problem.answer)}"
     raise ValueError(f"unknown style {style!r}")
-
-
-def revise_message(question: str, attempt: str) -> str:
-    """The user turn that asks to review an earlier attempt (used for training and by refinement)."""
-    return f"{question.strip()}\nHere is an attempt:\n{attempt.strip()}\n{REVISE_INSTRUCTION}"
-
-
-def build_revise_prompt(tokenizer, question: str, attempt: str) -> str:
-    """The chat prompt for a review, with thinking off: the review itself is the visible answer."""
-    messages = [{"role": "user", "content": revise_message(question, attempt)}]
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=False)
 
 
 @dataclass(frozen=True)
@@ -287,3 +287,499 @@ class _PromptRenderer:
 def tokenizer_corpus(problems, seed: int = 0) -> list[str]:
     """The texts the tokenizer learns from: the training chats, rendered without a tokenizer."""
     return [example.text for example in build_corpus(_PromptRenderer(), problems, seed)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Recipe:
+    """Model size and optimization settings of the tiny model (the defaults made the shipped one)."""
+
+    hidden_size: int = 256
+    num_layers: int = 6
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    head_dim: int = 64
+    intermediate_size: int = 768
+    rope_theta: float = 10_000.0
+    batch_size: int = 32
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    kinds_per_problem: int = 2
+    train_problems: int | None = None  # None: the whole train split
+    val_examples: int = 256
+    eval_every: int = 100
+    checkpoint_minutes: float = 3.0
+    bf16: bool = True
+
+
+def model_config(recipe: Recipe, tokenizer: Tokenizer) -> ModelConfig:
+    """A Qwen3 config of the recipe's size, whose vocabulary is exactly the tokenizer's."""
+    return ModelConfig(
+        vocab_size=len(tokenizer), hidden_size=recipe.hidden_size, intermediate_size=recipe.intermediate_size,
+        num_hidden_layers=recipe.num_layers, num_attention_heads=recipe.num_heads,
+        num_key_value_heads=recipe.num_kv_heads, head_dim=recipe.head_dim, rope_theta=recipe.rope_theta,
+        max_position_embeddings=TINY_MAX_LENGTH, tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id, torch_dtype="float32",
+    )
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids of one example; the loss covers ids from ``reply_start`` on."""
+
+    ids: list[int]
+    reply_start: int
+
+
+def encode_examples(tokenizer: Tokenizer, examples: list[Example]) -> list[Encoded]:
+    """Prompt and reply are encoded apart, as at inference, where the model continues the prompt."""
+    prompts = tokenizer.batch_encode([e.prompt for e in examples])
+    replies = tokenizer.batch_encode([e.reply for e in examples])
+    encoded = [Encoded(p + r, len(p)) for p, r in zip(prompts, replies)]
+    too_long = [len(e.ids) for e in encoded if len(e.ids) > TINY_MAX_LENGTH]
+    if too_long:
+        raise ValueError(f"{len(too_long)} examples exceed {TINY_MAX_LENGTH} tokens (longest {max(too_long)})")
+    return encoded
+
+
+def batch_order(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The batches of one epoch: shuffled, then grouped by similar length to waste little padding.
+
+    Examples are shuffled, cut into pools of 50 batches, sorted by length inside each pool, split
+    into batches, and the batches are shuffled again. The order depends only on (seed, epoch).
+    """
+    rng = random.Random(f"batches-{seed}-{epoch}")
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    pool = 50 * batch_size
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start:start + pool], key=lambda i: lengths[i])
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(encoded: list[Encoded], indices: list[int], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded inputs and next-token labels; prompt tokens and padding are labelled -100.
+
+    With right padding no attention mask is needed: causal attention never looks ahead, so a
+    real token never sees a pad.
+    """
+    rows = [encoded[i] for i in indices]
+    width = max(len(row.ids) for row in rows) - 1
+    inputs = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for r, row in enumerate(rows):
+        ids = torch.tensor(row.ids)
+        inputs[r, :len(ids) - 1] = ids[:-1]
+        labels[r, row.reply_start - 1:len(ids) - 1] = ids[row.reply_start:]
+    return inputs, labels
+
+
+def batch_loss(model: Qwen3Model, inputs: torch.Tensor, labels: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """Mean cross-entropy over the reply tokens of the batch."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(inputs)
+    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+
+
+def learning_rate(step: int, total_steps: int, recipe: Recipe) -> float:
+    """Linear warmup, then cosine decay to ``min_lr_ratio`` of the peak at ``total_steps``."""
+    if step < recipe.warmup_steps:
+        return recipe.lr * (step + 1) / recipe.warmup_steps
+    progress = min(1.0, (step - recipe.warmup_steps) / max(1, total_steps - recipe.warmup_steps))
+    cosine = 0.5 * (1 + math.cos(math.pi * progress))
+    return recipe.lr * (recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * cosine)
+
+
+def make_optimizer(model: Qwen3Model, recipe: Recipe) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices only (not on norms)."""
+    matrices = [p for p in model.parameters() if p.dim() >= 2]
+    vectors = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": matrices, "weight_decay": recipe.weight_decay}, {"params": vectors, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=recipe.lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+@torch.no_grad()
+def validation_loss(model: Qwen3Model, encoded: list[Encoded], pad_id: int, recipe: Recipe) -> float:
+    """Mean reply-token loss on the held-out examples (token-weighted over batches)."""
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(encoded), recipe.batch_size):
+        inputs, labels = collate(encoded, list(range(start, min(start + recipe.batch_size, len(encoded)))), pad_id)
+        tokens = int((labels != -100).sum())
+        total += float(batch_loss(model, inputs, labels, recipe.bf16)) * tokens
+        count += tokens
+    model.train()
+    return total / max(1, count)
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved with the weights so that a resumed run continues exactly."""
+
+    step: int = 0
+    total_steps: int | None = None  # fixed after calibration when not given
+    epoch: int = 0
+    position: int = 0  # next batch of the epoch
+    elapsed: float = 0.0  # seconds of training so far, over all sessions
+
+
+class RunFolder:
+    """The files of a training run under ``--out``."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.tokenizer = self.root / "tokenizer"
+        self.state = self.root / "state.pt"
+        self.log = self.root / "log.jsonl"
+        self.plot = self.root / "loss.png"
+        self.model = self.root / "model"
+
+
+def prepare_tokenizer(run: RunFolder, problems, seed: int, resume: bool) -> Tokenizer:
+    """Train the tokenizer once per run; a resumed run reads the one it saved."""
+    if resume and run.tokenizer.is_dir():
+        return load_tokenizer(run.tokenizer)
+    tokenizer = train_tokenizer(tokenizer_corpus(problems, seed))
+    tokenizer.save(run.tokenizer)
+    return tokenizer
+
+
+def prepare_data(tokenizer: Tokenizer, recipe: Recipe, seed: int, train_problems, val_problems):
+    """Encoded training chats and a fixed set of held-out chats for the validation loss."""
+    train = build_corpus(tokenizer, train_problems, seed, recipe.kinds_per_problem)
+    val = build_corpus(tokenizer, val_problems[:recipe.val_examples], seed, kinds_per_problem=1)
+    return encode_examples(tokenizer, train), encode_examples(tokenizer, val)
+
+
+def save_state(path: Path, model: Qwen3Model, optimizer, progress: Progress, recipe: Recipe, seed: int) -> None:
+    """Weights, optimizer moments, progress and RNG state, written atomically."""
+    state = {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": asdict(progress),
+        "recipe": asdict(recipe), "seed": seed, "torch_rng": torch.get_rng_state(),
+        "python_rng": random.getstate(),
+    }
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_state(path: Path, model: Qwen3Model, optimizer, recipe: Recipe, seed: int) -> Progress:
+    state = torch.load(path, weights_only=False)
+    if state["recipe"] != asdict(recipe) or state["seed"] != seed:
+        raise ValueError(f"{path} was written by another recipe or seed; resume with the same settings")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    random.setstate(state["python_rng"])
+    return Progress(**state["progress"])
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint a run resumes from."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def plot_log(log_path: Path, png_path: Path) -> None:
+    """Training loss (smoothed) and validation loss against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in log_path.read_text().splitlines() if line]
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
+    figure, axis = plt.subplots(figsize=(7, 4))
+    if train:
+        steps, losses = zip(*train)
+        axis.plot(steps, losses, alpha=0.3, color="C0")
+        axis.plot(steps, _smooth(losses), color="C0", label="train (reply tokens)")
+    if val:
+        axis.plot(*zip(*val), "o-", color="C1", label="validation")
+    axis.set(xlabel="step", ylabel="cross-entropy", yscale="log", title="tiny-reasoner training")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(png_path, dpi=100)
+    plt.close(figure)
+
+
+def _smooth(values, weight: float = 0.9) -> list[float]:
+    smoothed, last = [], values[0]
+    for value in values:
+        last = weight * last + (1 - weight) * value
+        smoothed.append(last)
+    return smoothed
+
+
+def train(out, minutes: float = 30.0, seed: int = 0, resume: bool = False, steps: int | None = None,
+          recipe: Recipe = Recipe(), progress_bar: bool = True, pause_after: int | None = None) -> Path:
+    """Train the tiny model from scratch; returns the HF-format model folder ``<out>/model``.
+
+    ``minutes`` bounds the training time over all sessions. Without ``steps``, the number of
+    steps is set from the speed of the first steps so that the schedule ends within the budget
+    (the step count is then stored, so a resumed run keeps the same schedule). ``pause_after``
+    ends this session after that many steps, as an interruption would; ``resume`` continues.
+    """
+    run = RunFolder(out)
+    if run.state.exists() and not resume:
+        raise FileExistsError(f"{run.state} exists: pass --resume to continue, or choose another --out")
+    run.root.mkdir(parents=True, exist_ok=True)
+    train_problems = split_problems("train")[:recipe.train_problems]
+    tokenizer = prepare_tokenizer(run, train_problems, seed, resume)
+    encoded, val_encoded = prepare_data(tokenizer, recipe, seed, train_problems, split_problems("validation"))
+    torch.manual_seed(seed)
+    model = Qwen3Model(model_config(recipe, tokenizer)).init_weights(seed=seed)
+    optimizer = make_optimizer(model, recipe)
+    progress = Progress(total_steps=steps)
+    if resume and run.state.exists():
+        progress = load_state(run.state, model, optimizer, recipe, seed)
+        truncate_log(run.log, progress.step)
+    _training_loop(run, model, optimizer, tokenizer, encoded, val_encoded, progress, recipe, seed, minutes,
+                   progress_bar, pause_after)
+    plot_log(run.log, run.plot)
+    card = model_card(recipe, progress, seed, len(encoded), sum(len(e.ids) for e in encoded))
+    save_model(model, tokenizer, run.model, extra_files={"README.md": card})
+    shutil.copy(run.plot, run.model / "loss.png")
+    return run.model
+
+
+def _training_loop(run, model, optimizer, tokenizer, encoded, val_encoded, progress: Progress, recipe: Recipe,
+                   seed: int, minutes: float, progress_bar: bool, pause_after: int | None) -> None:
+    """Steps until the schedule ends, the time budget is spent or the session pauses.
+
+    A checkpoint is written every ``checkpoint_minutes`` and at the end; after an interruption,
+    ``--resume`` continues from the last one (later log lines are dropped).
+    """
+    budget = minutes * 60
+    session_start = last_save = time.perf_counter()
+    elapsed_before, first_step = progress.elapsed, progress.step
+    data = _BatchStream(encoded, recipe.batch_size, seed, tokenizer.pad_token_id)
+    bar = tqdm(total=progress.total_steps, initial=progress.step, desc="train-tiny", unit="step",
+               disable=not progress_bar)
+    model.train()
+    with run.log.open("a") as log:
+        while progress.total_steps is None or progress.step < progress.total_steps:
+            if progress.elapsed >= budget:
+                bar.write(f"time budget of {minutes} minutes spent at step {progress.step}")
+                break
+            if pause_after is not None and progress.step - first_step >= pause_after:
+                break
+            inputs, labels = data.next(progress)
+            lr = learning_rate(progress.step, progress.total_steps or 10**9, recipe)
+            loss = _optimizer_step(model, optimizer, inputs, labels, lr, recipe)
+            progress.step += 1
+            progress.elapsed = elapsed_before + time.perf_counter() - session_start
+            if progress.total_steps is None and progress.step == CALIBRATION_STEPS:
+                progress.total_steps = bar.total = _steps_in_budget(progress, budget)
+            record = {"step": progress.step, "loss": round(loss, 5), "lr": lr, "epoch": progress.epoch,
+                      "tokens": int((labels != -100).sum()), "elapsed": round(progress.elapsed, 1)}
+            if progress.step % recipe.eval_every == 0 or progress.step == progress.total_steps:
+                record["val_loss"] = round(validation_loss(model, val_encoded, data.pad_id, recipe), 5)
+            log.write(json.dumps(record) + "\n")
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}")
+            if time.perf_counter() - last_save > recipe.checkpoint_minutes * 60:
+                log.flush()
+                save_state(run.state, model, optimizer, progress, recipe, seed)
+                plot_log(run.log, run.plot)
+                last_save = time.perf_counter()
+    bar.close()
+    save_state(run.state, model, optimizer, progress, recipe, seed)
+
+
+class _BatchStream:
+    """Batches in the order of ``batch_order``, from the epoch and position stored in ``Progress``."""
+
+    def __init__(self, encoded: list[Encoded], batch_size: int, seed: int, pad_id: int):
+        self.encoded, self.batch_size, self.seed, self.pad_id = encoded, batch_size, seed, pad_id
+        self.lengths = [len(e.ids) for e in encoded]
+        self.epoch, self.batches = None, []
+
+    def next(self, progress: Progress) -> tuple[torch.Tensor, torch.Tensor]:
+        if progress.position >= len(self._epoch(progress.epoch)):
+            progress.epoch, progress.position = progress.epoch + 1, 0
+        batch = self._epoch(progress.epoch)[progress.position]
+        progress.position += 1
+        return collate(self.encoded, batch, self.pad_id)
+
+    def _epoch(self, epoch: int) -> list[list[int]]:
+        if epoch != self.epoch:
+            self.epoch, self.batches = epoch, batch_order(self.lengths, self.batch_size, self.seed, epoch)
+        return self.batches
+
+
+CALIBRATION_STEPS = 20
+TIME_MARGIN = 0.92  # of the budget given to training steps; the rest covers evaluation and saving
+
+
+def _steps_in_budget(progress: Progress, budget: float) -> int:
+    seconds_per_step = progress.elapsed / progress.step
+    return max(progress.step, int(budget * TIME_MARGIN / seconds_per_step))
+
+
+def _optimizer_step(model, optimizer, inputs, labels, lr: float, recipe: Recipe) -> float:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss = batch_loss(model, inputs, labels, recipe.bf16)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring the model and describing it
+# ---------------------------------------------------------------------------------------------
+MAX_NEW_TOKENS = {"direct": 24, "cot": 256, "thinking": 256}
+
+
+def measure(model: Qwen3Model, tokenizer: Tokenizer, records: list[dict], samples: int = 8,
+            temperature: float = 1.0, seed: int = 0, batch_size: int = 256) -> dict:
+    """The numbers the chapters rely on: greedy accuracy per prompt style, accuracy by number of
+    steps (cot), and pass@``samples`` at ``temperature`` (cot)."""
+    golds = [r["answer"] for r in records]
+    report = {"problems": len(records), "greedy": {}, "by_steps": {}}
+    correct_cot = None
+    for style in ("cot", "direct", "thinking"):
+        prompts = [build_prompt(tokenizer, r["question"], style) for r in records]
+        outputs = generate(model, tokenizer, prompts, MAX_NEW_TOKENS[style], batch_size=batch_size)
+        correct = [grade(o.text, gold) for o, gold in zip(outputs, golds)]
+        report["greedy"][style] = sum(correct) / len(correct)
+        correct_cot = correct if style == "cot" else correct_cot
+    for steps in sorted({r["steps"] for r in records}):
+        hits = [c for c, r in zip(correct_cot, records) if r["steps"] == steps]
+        report["by_steps"][str(steps)] = sum(hits) / len(hits)
+    prompts = [build_prompt(tokenizer, r["question"], "cot") for r in records]
+    outputs = generate(model, tokenizer, prompts, MAX_NEW_TOKENS["cot"], temperature=temperature, seed=seed,
+                       num_samples=samples, batch_size=batch_size)
+    solved = [any(grade(outputs[i * samples + j].text, gold) for j in range(samples)) for i, gold in enumerate(golds)]
+    report[f"pass@{samples}"] = sum(solved) / len(solved)
+    report["temperature"] = temperature
+    return report
+
+
+def model_card(recipe: Recipe, progress: Progress, seed: int, examples: int, tokens: int,
+               report: dict | None = None) -> str:
+    """README.md of the model folder: what it is, how it was made, how well it does."""
+    lines = [
+        "---", "license: apache-2.0", "library_name: transformers", "pipeline_tag: text-generation", "---", "",
+        "# tiny-reasoner", "",
+        "A small Qwen3-architecture model trained from scratch on CPU by this project, on synthetic",
+        "multi-step arithmetic word problems (`data/arith`, made by `companion/synthetic.py`). It is",
+        "the default model of the notebooks: weak enough that chain of thought, sampling and voting,",
+        "self-refinement and RL can each measurably improve it.", "",
+        "## Model", "",
+        f"- Qwen3 architecture: {recipe.num_layers} layers, hidden size {recipe.hidden_size}, "
+        f"{recipe.num_heads} query heads and {recipe.num_kv_heads} key/value heads of size {recipe.head_dim}, "
+        f"MLP size {recipe.intermediate_size}, tied embeddings, RoPE theta {recipe.rope_theta:g}, "
+        f"context {TINY_MAX_LENGTH} tokens.",
+        "- Tokenizer: byte-level BPE trained on the corpus, Qwen's pre-tokenizer (digits one by one),",
+        "  Qwen3's 26 added tokens in Qwen3's order and the Qwen3 chat template (thinking on or off).", "",
+        "## Training", "",
+        f"- {progress.step} steps of {recipe.batch_size} chats, {progress.elapsed / 60:.1f} minutes on CPU, "
+        f"seed {seed}; {examples} chats ({tokens} tokens) per epoch, {progress.epoch + 1} epoch(s) begun.",
+        f"- AdamW (betas 0.9/0.95, weight decay {recipe.weight_decay}), peak learning rate {recipe.lr:g}, "
+        f"{recipe.warmup_steps} warmup steps, cosine decay to {recipe.min_lr_ratio:g} of the peak; "
+        f"{'bf16 autocast' if recipe.bf16 else 'fp32'}; loss on assistant tokens only.",
+        f"- Chats per problem: {recipe.kinds_per_problem}, of the kinds "
+        + ", ".join(f"{kind} {share:.0%}" for kind, share in CORPUS_MIX.items()) + ".",
+        "- Reproduce: `python -m companion train-tiny --out runs/tiny "
+        f"--seed {seed} --steps {progress.step}` (see `companion/tiny.py`).",
+        "", "![loss](loss.png)", "",
+    ]
+    if report:
+        lines += _report_lines(report)
+    lines += [
+        "## Prompt formats", "",
+        "Prompts come from `companion.prompts.build_prompt` (styles `direct`, `cot`, `thinking`); a",
+        "review of an earlier attempt from `companion.tiny.build_revise_prompt`, ending with:", "",
+        f"> {REVISE_INSTRUCTION}", "",
+        "## Limits", "",
+        "It only knows the arithmetic stories it was trained on: integers up to 999, four operations,",
+        "one to six steps. It is a teaching model, not a general one.", "",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _report_lines(report: dict) -> list[str]:
+    samples = next(key for key in report if key.startswith("pass@"))
+    lines = [
+        f"## Accuracy on the `test` split ({report['problems']} problems)", "",
+        "| measure | accuracy |", "|---|---|",
+    ]
+    lines += [f"| greedy, `{style}` prompt | {value:.1%} |" for style, value in report["greedy"].items()]
+    lines.append(f"| {samples} (cot, temperature {report['temperature']:g}) | {report[samples]:.1%} |")
+    lines += [f"| greedy cot, {steps}-step problems | {value:.1%} |" for steps, value in report["by_steps"].items()]
+    return lines + [""]
+
+
+def report_on_model(model_dir, split: str = "test", limit: int | None = None, samples: int = 8) -> dict:
+    """Measure a saved model on a split, then write ``report.json`` and the card's table."""
+    model_dir = Path(model_dir)
+    model, tokenizer = load_model(model_dir, device="cpu", dtype="float32")
+    records = read_split(split)[:limit]
+    report = dict(measure(model, tokenizer, records, samples=samples), split=split)
+    (model_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    card = (model_dir / "README.md").read_text()
+    table = "\n".join(_report_lines(report))
+    marker = "## Prompt formats"
+    card = re.sub(r"## Accuracy on the .*?(?=## Prompt formats)", "", card, flags=re.S)
+    (model_dir / "README.md").write_text(card.replace(marker, table + "\n" + marker, 1))
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+def register_cli(subparsers) -> None:
+    parser = subparsers.add_parser("train-tiny", help="train the tiny reasoning model from scratch on CPU",
+                                   description="Train the tiny Qwen3-architecture model on the synthetic "
+                                               "arithmetic corpus. Writes OUT/model (HF format), OUT/log.jsonl, "
+                                               "OUT/loss.png and OUT/state.pt (for --resume).")
+    parser.add_argument("--out", required=True, help="run folder")
+    parser.add_argument("--minutes", type=float, default=30.0, help="time budget over all sessions (default 30)")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: as many as fit the budget)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--train-problems", type=int, default=None, help="use only the first N train problems")
+    parser.add_argument("--hidden-size", type=int, default=Recipe.hidden_size)
+    parser.add_argument("--layers", type=int, default=Recipe.num_layers)
+    parser.add_argument("--intermediate-size", type=int, default=Recipe.intermediate_size)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=_run_train_cli)
+
+    report = subparsers.add_parser("tiny-report", help="measure a tiny model on a split and update its card")
+    report.add_argument("--model", required=True, help="model folder (e.g. runs/tiny/model)")
+    report.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    report.add_argument("--limit", type=int, default=None, help="only the first N problems")
+    report.add_argument("--samples", type=int, default=8, help="samples per problem for pass@k")
+    report.set_defaults(func=_run_report_cli)
+
+
+def _run_train_cli(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    recipe = Recipe(hidden_size=args.hidden_size, num_layers=args.layers, intermediate_size=args.intermediate_size,
+                    train_problems=args.train_problems)
+    folder = train(args.out, args.minutes, args.seed, args.resume, args.steps, recipe, not args.no_progress)
+    print(f"model written to {folder}")
+    return 0
+
+
+def _run_report_cli(args) -> int:
+    report = report_on_model(args.model, args.split, args.limit, args.samples)
+    print(json.dumps(report, indent=2))
+    return 0

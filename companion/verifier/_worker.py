@@ -43,7 +43,6 @@ def main() -> None:
     _limit_memory()
     import companion.verifier.symbolic  # noqa: F401  (import SymPy before saying ready)
 
-    sys.setrecursionlimit(10_000)
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         if line.strip():

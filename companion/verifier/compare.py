@@ -45,8 +45,7 @@ def _canonical(text: str) -> str:
     """Cheap spelling-insensitive form for string equality: no braces around one token, one
     multiplication sign."""
     text = re.sub(r"([\^_])\{(\w)\}", r"\1\2", text)
-    text = text.replace("\\cdot", "*").replace("\\times", "*")
-    return text.replace("{", "").replace("}", "") if "\\" not in text else text
+    return text.replace("\\cdot", "*").replace("\\times", "*")
 
 
 def _is_constant(text: str) -> bool:
@@ -58,15 +57,9 @@ def _is_constant(text: str) -> bool:
     return not _LETTER_OUTSIDE_COMMANDS.search(_COMMANDS.sub("", text))
 
 
-def _has_variable(text: str) -> bool:
-    """A Latin letter outside commands other than e and i (which may be constants)."""
-    return bool(re.search(r"[A-DF-HJ-Za-df-hj-z]", _COMMANDS.sub("", text)))
-
-
 def _text_key(words: str) -> str:
     kept = [w for w in words.split() if w not in ("a", "an", "the")]
-    return " ".join(w[:-2] if w.endswith("es") and len(w) > 4 else w[:-1] if w.endswith("s") and len(w) > 3 else w
-                    for w in kept)
+    return " ".join(w[:-1] if w.endswith("s") and len(w) > 3 else w for w in kept)
 
 
 def _is_infinity(text: str) -> int:
@@ -142,9 +135,6 @@ class Comparer:
         if all(na is not None and nb is not None for na, nb, _, _ in numbers):
             return any(numbers_equal(Number(na.value * sa, na.exact), Number(nb.value * sb, nb.exact))
                        for na, nb, sa, sb in numbers)
-        number_side = cached_number(a) is not None or cached_number(b) is not None
-        if number_side and (_has_variable(a) or _has_variable(b)) and "%" not in a + b:
-            return False
         return None
 
     def symbolic_scalars_equal(self, a: str, b: str) -> bool:

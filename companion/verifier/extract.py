@@ -27,7 +27,7 @@ PHRASE_CHARS = 300
 
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _PHRASE = re.compile(
-    r"(?:final\s+answer|answer)\s*(?:\*\*|__)?\s*(?:is|:|=|would\s+be|will\s+be)\s*(?:\*\*|__)?\s*:?", re.I)
+    r"(?:final\s+answer|answer|correct\s+(?:option|choice))\s*(?:\*\*|__)?\s*(?:is|:|=|would\s+be|will\s+be)\s*(?:\*\*|__)?\s*:?", re.I)
 _GSM8K = re.compile(r"####\s*([^\n]*)")
 _ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.S | re.I)
 _NUMBER = re.compile(r"(?:(?<=[\s(=:$*])|^)-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?%?|(?<![\d.])\.\d+")
@@ -134,13 +134,32 @@ def _sentence(text: str, start: int) -> str:
     return text[i:j]
 
 
+_TRAILING_CLAUSE = re.compile(
+    r",?\s+(?:and|but|because|since|which|so|as|where|with|for|from|if)\s+(?=[A-Za-z]{2,})", re.I)
+
+
+def _cut_clause(content: str) -> str:
+    """``17 and the remainder is 3`` → ``17``: drop a trailing clause that starts with a word."""
+    match = _TRAILING_CLAUSE.search(content)
+    return content[:match.start()] if match and match.start() > 0 else content
+
+
+def _inner_box(content: str, cut: bool = False) -> str:
+    """A marker's content, reduced to the box inside it when there is one (else, with ``cut``,
+    without a trailing clause)."""
+    boxes = find_boxes(content)
+    if boxes and boxes[-1].kind == "unclosed" and boxes[-1].text.strip():
+        return boxes[-1].text
+    joined = _join_hedges(boxes, content)
+    if joined:
+        return joined.text
+    return _cut_clause(content) if cut else content
+
+
 def _phrases(text: str) -> list[_Candidate]:
     found = []
     for match in _PHRASE.finditer(text):
-        content = _sentence(text, match.end())
-        boxes = find_boxes(content)
-        if boxes:
-            content = _join_hedges(boxes, content).text
+        content = _inner_box(_sentence(text, match.end()), cut=True)
         if content.strip():
             found.append(_Candidate(match.start(), match.end() + len(content), content, "phrase"))
     return found
@@ -151,10 +170,7 @@ def _markers(text: str) -> list[_Candidate]:
     for match in _GSM8K.finditer(text):
         candidates.append(_Candidate(match.start(), match.end(), match.group(1), "gsm8k"))
     for match in _ANSWER_TAG.finditer(text):
-        inner = match.group(1)
-        boxes = find_boxes(inner)
-        candidates.append(_Candidate(match.start(), match.end(),
-                                     _join_hedges(boxes, inner).text if boxes else inner, "tag"))
+        candidates.append(_Candidate(match.start(), match.end(), _inner_box(match.group(1)), "tag"))
     return candidates
 
 

@@ -83,7 +83,7 @@ def strip_wrappers(text: str) -> str:
         previous = text
         text = text.strip()
         text = re.sub(r"(?i)\.?\s*I hope it is correct\.?$", "", text)
-        text = text.rstrip(" .,;:!")
+        text = text.rstrip(" .,;:")
         for left, right in _WRAPPERS:
             if len(text) >= len(left) + len(right) and text.startswith(left) and text.endswith(right):
                 text = text[len(left):len(text) - len(right)]
@@ -198,9 +198,10 @@ def _drop_units(text: str) -> str:
                 continue
         match = _TRAILING_WORDS.match(text)
         if match and re.search(r"\d", match.group(1)):
-            words, spaced = match.group(3), bool(match.group(2))
+            words, plain_number = match.group(3), bool(re.fullmatch(r"[-+]?[\d.,]+", match.group(1)))
+            spaced = plain_number and bool(match.group(2))
             long_words = spaced and all(len(w.strip(".")) >= 2 for w in words.split())
-            if _is_unit_phrase(words, spaced) or (long_words and not re.search(r"[a-zA-Z]", match.group(1))):
+            if _is_unit_phrase(words, spaced) or long_words:
                 text = match.group(1)
                 continue
         break
@@ -248,16 +249,24 @@ _WORD_NUMBERS = {
 
 
 # --------------------------------------------------------------------------- the pipeline
-_SPACING = re.compile(r"\\[,;:! >]|\\q?quad(?![A-Za-z])|~")
+_SPACING = re.compile(r"\\\\|\\[,;:! >]|\\q?quad(?![A-Za-z])|~")
 _SIZING = re.compile(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|Biggl|Biggr|big|Big|bigg|Bigg)(?![A-Za-z])\s*")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\^\s*\{\s*\\circ\s*\}|\\circ(?![A-Za-z])|\\degree(?![A-Za-z])")
 _INFINITY = re.compile(r"\\infinity|\\inf(?![A-Za-z])|(?<![A-Za-z\\])(?:infinity|infty|inf)(?![A-Za-z])")
 
 
+def _keep_space(before: str, after: str) -> bool:
+    return (before.isalpha() and after.isalpha()) or (before.isdigit() and after.isdigit())
+
+
 def _squash_spaces(text: str) -> str:
-    """Collapse spaces; keep one only between two alphanumerics (``\\pi r``, ``2 1/2``)."""
+    """Drop spaces except between two letters (``\\pi r``) or two digits (``2 1/2``)."""
     text = re.sub(r" +", " ", text).strip()
-    return re.sub(r"(?<![A-Za-z0-9]) | (?![A-Za-z0-9])", "", text)
+    return _SPACE.sub(lambda m: m.group(1) + (" " if _keep_space(m.group(1), m.group(2)) else ""), text)
+
+
+_SPACE = re.compile(r"(.) (?=(.))")
+_BRACKETED_MATRIX = re.compile(r"^[\[(]\s*(\\begin\{(\w+)\}.*\\end\{\2\})\s*[\])]$", re.S)
 
 
 def normalize(answer: str) -> str:
@@ -268,8 +277,9 @@ def normalize(answer: str) -> str:
     text = text.replace("\\dbinom", "\\binom").replace("\\tbinom", "\\binom")
     text = re.sub(r"\\(?:displaystyle|textstyle|scriptstyle|mathstrut)(?![A-Za-z])", "", text)
     text = _SIZING.sub("", text)
+    text = _BRACKETED_MATRIX.sub(r"\1", text.strip())
     text = _remove_thousands(text)
-    text = _SPACING.sub(" ", text)
+    text = _SPACING.sub(lambda m: m.group(0) if m.group(0) == "\\\\" else " ", text)
     text = text.replace("\\$", " ").replace("\\textdollar", " ").replace("$", " ")
     text = re.sub(r"\\(?:euro|pounds)(?![A-Za-z])|[€£¥]|US(?=\d)", " ", text)
     text = text.replace("\\%", "%").replace("\\percent", "%")
@@ -294,4 +304,4 @@ def normalize(answer: str) -> str:
     word = text.lower().rstrip(".")
     if word in _WORD_NUMBERS:
         return str(_WORD_NUMBERS[word])
-    return text.strip(" ,;.")
+    return text.lstrip(" ,;").rstrip(" ,;.")
