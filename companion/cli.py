@@ -27,13 +27,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Errors caused by the user's input (a wrong path, a bad file, an unsupported config): print the
+# message, not a traceback. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (FileNotFoundError, NotADirectoryError, PermissionError, ValueError, KeyError, OSError)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"companion {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"companion {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -84,8 +84,10 @@ class ModelConfig:
         head_dim = hf.get("head_dim") or hf["hidden_size"] // heads
         rope = hf.get("rope_parameters") or {}
         rope_theta = hf.get("rope_theta", rope.get("rope_theta", 10000.0))
-        attention_bias = hf.get("attention_bias")
-        qkv_bias = (model_type == "qwen2") if attention_bias is None else bool(attention_bias) or model_type == "qwen2"
+        if model_type == "qwen3" and hf.get("attention_bias"):
+            # transformers' Qwen3 then also puts a bias on o_proj; no released Qwen3 checkpoint does.
+            raise UnsupportedConfigError(f"{source}: attention_bias=true is not implemented for qwen3")
+        qkv_bias = model_type == "qwen2"
         return cls(
             vocab_size=hf["vocab_size"],
             hidden_size=hf["hidden_size"],
@@ -132,7 +134,9 @@ class ModelConfig:
             "use_cache": True,
         }
         if self.model_type == "qwen3":
-            hf["attention_bias"] = bool(self.qkv_bias)
+            if self.qkv_bias:
+                raise UnsupportedConfigError("a qwen3 config.json cannot express a q/k/v bias without an o_proj bias")
+            hf["attention_bias"] = False
         elif not self.qkv_bias:
             raise UnsupportedConfigError("qwen2 models always have a q/k/v bias in transformers")
         if self.qk_norm != (self.model_type == "qwen3"):

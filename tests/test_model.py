@@ -106,6 +106,8 @@ def test_unsupported_settings_are_refused():
         ModelConfig.from_hf_dict({**base, "use_sliding_window": True})
     with pytest.raises(UnsupportedConfigError, match="hidden_act 'gelu'"):
         ModelConfig.from_hf_dict({**base, "hidden_act": "gelu"})
+    with pytest.raises(UnsupportedConfigError, match="attention_bias=true is not implemented for qwen3"):
+        ModelConfig.from_hf_dict({**base, "attention_bias": True})
     with pytest.raises(UnsupportedConfigError, match="missing required keys"):
         ModelConfig.from_hf_dict({"model_type": "qwen3"})
 

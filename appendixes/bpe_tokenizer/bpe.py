@@ -226,6 +226,7 @@ class ByteLevelBPE:
         longest_first = sorted(self.added, key=len, reverse=True)
         self.added_pattern = regex.compile("|".join(map(regex.escape, longest_first))) if self.added else None
         self.cache: dict[str, list[int]] = {}
+        self.merge_counts: list[int] | None = None  # filled in by train()
 
     # ---- encoding ---------------------------------------------------------------------------------------
 

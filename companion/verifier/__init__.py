@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from . import sandbox
 from .core import MAX_ANSWER_CHARS, Outcome, fast_outcome, normalized
 from .extract import extract_answer
+from .normalize import PLAIN_NUMBER
 from .normalize import normalize as normalize_answer
+from .numeric import numbers_equal, parse_number
 
 DEFAULT_TIMEOUT = 5.0
 _MAX_INPUT_CHARS = 100_000  # longer raw answers are refused before normalization
@@ -54,6 +56,8 @@ def compare(answer: str | None, gold: str, timeout: float = DEFAULT_TIMEOUT) -> 
         raise TypeError(f"answers must be strings, got {type(answer).__name__} and {type(gold).__name__}")
     if answer == gold:
         return Outcome(True, "equal", "string")
+    if PLAIN_NUMBER.fullmatch(answer) and PLAIN_NUMBER.fullmatch(gold):
+        return Outcome(*_numbers_outcome(answer, gold))
     if len(answer) > _MAX_INPUT_CHARS:
         return Outcome(False, f"answer too long ({len(answer)} characters)", "string")
     answer_norm, gold_norm = normalized(answer), normalized(gold)
@@ -63,6 +67,12 @@ def compare(answer: str | None, gold: str, timeout: float = DEFAULT_TIMEOUT) -> 
     if decided is not None:
         return decided
     return _symbolic(answer_norm, gold_norm, timeout)
+
+
+def _numbers_outcome(answer: str, gold: str) -> tuple[bool, str, str]:
+    """Two plain decimal numbers: the RL hot path, no normalization needed."""
+    equal = numbers_equal(parse_number(answer), parse_number(gold))
+    return equal, "equal" if equal else "not equal", "fast"
 
 
 def _symbolic(answer: str, gold: str, timeout: float) -> Outcome:

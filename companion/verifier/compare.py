@@ -73,6 +73,8 @@ def _assignment(value: Value) -> tuple[str, Value] | None:
     parts = value.parts
     if _ASSIGNABLE.fullmatch(parts[0]):
         return parts[0], parse_structure(parts[-1], 1)
+    if all(_is_constant(p) for p in parts[:-1]):  # "2 \times 3 = 6": the result is the answer
+        return "", parse_structure(parts[-1], 1)
     if len(parts) == 2 and _ASSIGNABLE.fullmatch(parts[1]):
         return parts[1], parse_structure(parts[0], 1)
     return None
@@ -163,6 +165,8 @@ class Comparer:
     def _dispatch(self, a: Value, b: Value) -> bool:
         if isinstance(a, Scalar) and isinstance(b, Scalar):
             return self.scalars_equal(a.text, b.text)
+        if isinstance(a, Sequence) and a.bare and not isinstance(b, (Sequence, SetOf, Matrix)):
+            return all(self.same(item, b) for item in a.items)  # "0.5 or 1/2" repeats one answer
         for left, right in ((a, b), (b, a)):
             handled = self._special(left, right)
             if handled is not None:

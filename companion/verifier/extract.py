@@ -13,7 +13,8 @@ Rules, in order:
    "4, 6", which fails against a single gold value: hedging does not pay).
 5. No marker: the last number, or the last ``$...$`` formula when the number sits inside it.
 
-All scanning is linear and limited to the last ``TAIL_CHARS`` characters.
+All scanning is linear: boxes are found anywhere, the other markers and the number fallback
+only in the last ``TAIL_CHARS`` characters.
 """
 from __future__ import annotations
 
@@ -24,16 +25,24 @@ from .normalize import matching_brace, strip_wrappers
 
 TAIL_CHARS = 50_000
 PHRASE_CHARS = 300
+MAX_JOINED = 10  # at most this many adjacent boxes form one answer list
 
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _PHRASE = re.compile(
     r"(?:final\s+answer|answer|correct\s+(?:option|choice))\s*(?:\*\*|__)?\s*(?:is|:|=|would\s+be|will\s+be)\s*(?:\*\*|__)?\s*:?", re.I)
 _GSM8K = re.compile(r"####\s*([^\n]*)")
 _ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.S | re.I)
-_NUMBER = re.compile(r"(?:(?<=[\s(=:$*])|^)-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?%?|(?<![\d.])\.\d+")
-_MATH = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$([^$]+?)\$", re.S)
+_NUMBER = re.compile(
+    r"(?:(?:(?<=[\s(=:$*])|^)-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|(?<![\d.])\.\d+)"
+    r"(?:\s?(?:\u03c0|\\pi(?![A-Za-z])|\u221a\d+)|%)?"
+    r"|(?:(?<=[\s(=:$*])|^)-?\u221a\d+")
+# "x \u2264 3" at the end of a response: keep the relation, it may be the whole answer.
+_RELATION_TAIL = re.compile(r"(?<![A-Za-z\\])[a-z]\s*(?:\u2264|\u2265|<=|>=|<|>|\\leq?|\\geq?)\s*$")
+# A "$" followed by a digit opens a dollar amount, so it cannot close a formula ("$100/$50").
+_MATH = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$([^$]+?)\$(?!\d)", re.S)
 _BARE_TOKEN = re.compile(r"[^\s$]+")
-_JOINER = re.compile(r"\s*\$?\s*(?:,|;|and|or|\\text\{\s*(?:and|or)\s*\}|\\quad)?\s*(?:[A-Za-z]\s*=\s*)?\$?\s*", re.I)
+_JOINER = re.compile(
+    r"[\s$]*(?:,|;|and|or|\\text\{\s*(?:and|or)\s*\}|\\quad)?[\s$]*(?:[A-Za-z]\s*=\s*)?[\s$]*", re.I)
 
 
 @dataclass(frozen=True)
@@ -48,12 +57,10 @@ def answer_region(response: str, strict: bool) -> str | None:
     """The part of the response that may hold the final answer (see rule 1)."""
     close = response.rfind("</think>")
     if close >= 0:
-        region = response[close + len("</think>"):]
-    elif "<think>" in response and strict:
+        return response[close + len("</think>"):]
+    if "<think>" in response and strict:
         return None
-    else:
-        region = response
-    return region[-TAIL_CHARS:]
+    return response
 
 
 def find_boxes(text: str) -> list[_Candidate]:
@@ -89,7 +96,7 @@ def _join_hedges(boxes: list[_Candidate], text: str) -> _Candidate | None:
     if not boxes:
         return None
     group = [boxes[-1]]
-    for box in reversed(boxes[:-1]):
+    for box in reversed(boxes[-MAX_JOINED:-1]):
         if not _JOINER.fullmatch(text[box.end:group[0].start]):
             break
         group.insert(0, box)
@@ -135,7 +142,7 @@ def _sentence(text: str, start: int) -> str:
 
 
 _TRAILING_CLAUSE = re.compile(
-    r",?\s+(?:and|but|because|since|which|so|as|where|with|for|from|if)\s+(?=[A-Za-z]{2,})", re.I)
+    r",?\s+(?:and|but|because|since|which|so|as|where|with|for|from|if)\s+(?=[A-Za-z]{2,})|,\s*not\s", re.I)
 
 
 def _cut_clause(content: str) -> str:
@@ -184,45 +191,83 @@ def _is_formula(text: str) -> bool:
     return bool(re.search(r"[\d\\]", text)) and not re.search(r"(?<![\\A-Za-z])[A-Za-z]{3,}", text)
 
 
+def _formula_text(match: re.Match) -> str:
+    return next(g for g in match.groups() if g is not None)
+
+
+def _last_formula(text: str) -> tuple[int, str] | None:
+    """The last ``$...$`` formula (joined with formulas before it by "and"/"or"/commas), or a last
+    line that is a bare formula; as (end position, right-hand side of its last ``=``)."""
+    formulas = [m for m in _MATH.finditer(text) if _is_formula(_formula_text(m))]
+    if formulas:
+        group = [formulas[-1]]
+        for match in reversed(formulas[-MAX_JOINED:-1]):
+            if not _JOINER.fullmatch(text[match.end():group[0].start()]):
+                break
+            group.insert(0, match)
+        values = [_formula_text(m).split("=")[-1].strip() for m in group]
+        return formulas[-1].end(), ", ".join(dict.fromkeys(values))
+    last_line = text.rstrip().rsplit("\n", 1)[-1].strip().rstrip(".")
+    if last_line and _is_formula(last_line):
+        return len(text), last_line.split("=")[-1]
+    return None
+
+
 def _last_number(text: str) -> str | None:
-    """Fallback: the last number, or the last formula ``$...$`` when no number comes after it."""
+    """Fallback: the last number, or the last formula when no number comes after it."""
     numbers = list(_NUMBER.finditer(text))
-    formulas = [m for m in _MATH.finditer(text)
-                if _is_formula(next(g for g in m.groups() if g is not None))]
-    if formulas and (not numbers or numbers[-1].start() < formulas[-1].end()):
-        formula = next(g for g in formulas[-1].groups() if g is not None)
-        return formula.split("=")[-1]
-    return numbers[-1].group(0) if numbers else None
+    formula = _last_formula(text)
+    if formula and (not numbers or numbers[-1].start() < formula[0]):
+        return formula[1]
+    if not numbers:
+        return None
+    last = numbers[-1]
+    relation = _RELATION_TAIL.search(text, max(0, last.start() - 12), last.start())
+    return (relation.group(0) if relation else "") + last.group(0)
 
 
 def clean(answer: str) -> str:
-    """Strip markdown and math delimiters, a trailing period, and an ``x =`` lead-in is kept."""
+    """Strip markdown and math delimiters, a trailing period and a trailing ``(in words)`` note."""
     answer = answer.replace("**", "").replace("__", "")
     answer = re.sub(r"(?<!\\)\$", "", answer)
-    return strip_wrappers(answer)
+    answer = re.sub(r"(?<=\S)\s+\([A-Za-z][A-Za-z ]*\)\s*\.?\s*$", "", answer)
+    answer = strip_wrappers(answer)
+    while answer.endswith(")") and answer.count(")") > answer.count("("):
+        answer = answer[:-1].rstrip()
+    return answer
+
+
+_SPECIAL_TOKENS = re.compile(r"<\|[A-Za-z_]+\|>|</s>|<eos>")
 
 
 def extract_answer(response: str | None, strict: bool = False) -> str | None:
     """The final answer in ``response`` as a string, or None when there is none (see module doc)."""
     if not response:
         return None
+    if "<" in response:
+        response = _SPECIAL_TOKENS.sub("", response)
     region = answer_region(response, strict)
     if region is None:
         return None
-    boxes = find_boxes(region)
+    boxes = find_boxes(region)  # boxes anywhere (linear scan); the heuristics below see the tail only
     last_box = _join_hedges(boxes, region)
+    offset = max(0, len(region) - TAIL_CHARS)
+    tail = region[offset:]
     if boxes and boxes[-1].kind == "unclosed":
         if strict:
             return None
         last_box = boxes[-1] if boxes[-1].text.strip() else last_box
     if strict:
         return (clean(last_box.text) or None) if last_box else None
-    candidates = [c for c in _markers(region) if last_box is None or _looks_like_math(c.text)]
+    candidates = [_Candidate(c.start + offset, c.end + offset, c.text, c.kind)
+                  for c in _markers(tail) if last_box is None or _looks_like_math(c.text)]
     if last_box is not None:
         candidates.append(last_box)
     for candidate in sorted(candidates, key=lambda c: c.start, reverse=True):
         answer = clean(candidate.text)
         if answer:
             return answer
-    number = _last_number(region)
-    return clean(number) if number else None
+    if "<think>" in response and "</think>" not in response:
+        return None  # unfinished thinking: a stray number there is not an answer
+    number = _last_number(tail)
+    return (clean(number) or None) if number else None

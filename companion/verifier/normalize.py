@@ -173,7 +173,7 @@ _TRAILING_TEXT = re.compile(r"^(.*?\S)\s*\\text\{([^{}]*)\}\s*(\^\s*\{?\s*[23]\s
 _TRAILING_WORDS = re.compile(r"^(.*?[\d}])(\s*)((?:[A-Za-z][A-Za-z/]*\.?\s*)+)(\^\s*\{?\s*[23]\s*\}?)?$")
 _LEADING_FILLER = re.compile(
     r"^(?:(?:(?:so|thus|therefore|hence|then|it|is|are|was|be|equals?|equal\s+to|exactly|just|only|"
-    r"answer|final|approximately|about|around|roughly)(?![A-Za-z])|=|:)\s*)+(?=\S)", re.I)
+    r"answer|final|approximately|about|around|roughly|either|option|choice)(?![A-Za-z])|=|:)\s*)+(?=\S)", re.I)
 
 
 def _unify_text_commands(text: str) -> str:
@@ -198,7 +198,7 @@ def _drop_units(text: str) -> str:
                 continue
         match = _TRAILING_WORDS.match(text)
         if match and re.search(r"\d", match.group(1)):
-            words, plain_number = match.group(3), bool(re.fullmatch(r"[-+]?[\d.,]+", match.group(1)))
+            words, plain_number = match.group(3), bool(re.fullmatch(r"[-+]?[\d.,/]+", match.group(1)))
             spaced = plain_number and bool(match.group(2))
             long_words = spaced and all(len(w.strip(".")) >= 2 for w in words.split())
             if _is_unit_phrase(words, spaced) or long_words:
@@ -269,8 +269,13 @@ _SPACE = re.compile(r"(.) (?=(.))")
 _BRACKETED_MATRIX = re.compile(r"^[\[(]\s*(\\begin\{(\w+)\}.*\\end\{\2\})\s*[\])]$", re.S)
 
 
+PLAIN_NUMBER = re.compile(r"-?(?:\d+(?:\.\d+)?|\.\d+)")
+
+
 def normalize(answer: str) -> str:
     """The canonical spelling of ``answer`` (see the module docstring for the policy)."""
+    if PLAIN_NUMBER.fullmatch(answer):
+        return answer  # the common case, already canonical
     text = _map_unicode(answer)
     text = strip_wrappers(text)
     text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")

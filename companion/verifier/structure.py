@@ -155,7 +155,7 @@ _RELATIONS = {"\\leqslant": "<=", "\\geqslant": ">=", "\\leq": "<=", "\\geq": ">
 _RELATION_SEPARATORS = tuple(_RELATIONS)
 _FUNCTION_WORDS = frozenset("sin cos tan sec csc cot log ln exp sqrt pi arcsin arccos arctan sinh cosh "
                             "tanh max min gcd lcm mod det".split())
-_CHOICE = re.compile(r"\(?([A-E])\)?(?:\s.*)?|([A-E])\)(?:\s.*)?")
+_CHOICE = re.compile(r"\(([A-E])\).*|([A-E])\).*|([A-E])", re.S)
 _TEXT = re.compile(r"[A-Za-z][A-Za-z' \-]*")
 _BASE = re.compile(r"([0-9A-Za-z]+)_\{?\(?(\d+)\)?\}?")
 _ELEMENT_OF = re.compile(r"^(?:[A-Za-z]|\([A-Za-z](?:,[A-Za-z])*\))\s*\\in\s*(.+)$")
@@ -232,8 +232,7 @@ def _recognize_atom(text: str) -> Value | None:
     if text == "\\emptyset":
         return SetOf(())
     if match := _CHOICE.fullmatch(text):
-        if len(text) <= 3 or text.startswith("("):
-            return Choice(match.group(1) or match.group(2))
+        return Choice(match.group(1) or match.group(2) or match.group(3))
     return _text_answer(text) or _base_number(text)
 
 

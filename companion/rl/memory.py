@@ -1,0 +1,106 @@
+"""How much memory a GRPO configuration needs, before it runs (``python -m companion plan-run``).
+
+The budget has a resident part that lives through the whole run and two phases that alternate:
+
+    resident  = weights + gradients + AdamW moments (2 per weight) [+ reference model]
+    rollout   = KV cache of every completion being sampled (+ the copy made when a prompt's
+                prefill is shared by its G samples)
+    update    = activations kept for the backward pass of one micro-batch
+                + the transient full-vocabulary fp32 logits of one log-prob chunk
+    peak      = resident + max(rollout, update)
+
+Activations are counted tensor by tensor for this implementation of the model (per token and
+layer: the residual stream and its two normalized copies, q/k/v and their normalized and rotated
+versions, the attention output and its reshaped copy, four MLP tensors of the intermediate size).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from companion.config import ModelConfig
+from companion.rl.config import GRPOConfig
+from companion.rl.logprobs import auto_chunk
+
+GIB = 1024**3
+MIB = 1024**2
+
+
+def num_parameters(config: ModelConfig) -> int:
+    C, I, D = config.hidden_size, config.intermediate_size, config.head_dim
+    H, K = config.num_attention_heads, config.num_key_value_heads
+    attention = C * H * D * 2 + C * K * D * 2  # q, o; k, v
+    if config.qkv_bias:
+        attention += H * D + 2 * K * D
+    norms = 2 * C + (2 * D if config.qk_norm else 0)
+    per_layer = attention + 3 * C * I + norms
+    embeddings = config.vocab_size * C * (1 if config.tie_word_embeddings else 2)
+    return config.num_hidden_layers * per_layer + embeddings + C
+
+
+def activation_floats_per_token(config: ModelConfig) -> int:
+    """Elements one token keeps for the backward pass, over all layers (see the module docstring)."""
+    C, I, D = config.hidden_size, config.intermediate_size, config.head_dim
+    HD, KD = config.num_attention_heads * D, config.num_key_value_heads * D
+    per_layer = 4 * C + 5 * HD + 4 * KD + 4 * I
+    return config.num_hidden_layers * per_layer + 3 * C  # + embedding output and the final norm
+
+
+@dataclass
+class MemoryPlan:
+    items: dict[str, int]  # name -> bytes
+    resident: int
+    rollout: int
+    update: int
+    completion_tokens_per_step: int
+    tokens_per_step: int
+    notes: list[str]
+
+    @property
+    def peak(self) -> int:
+        return self.resident + max(self.rollout, self.update)
+
+    def format(self) -> str:
+        width = max(len(name) for name in self.items)
+        lines = [f"{name:<{width}}  {_size(size)}" for name, size in self.items.items()]
+        lines += ["-" * (width + 12),
+                  f"{'resident':<{width}}  {_size(self.resident)}",
+                  f"{'rollout phase':<{width}}  {_size(self.rollout)}",
+                  f"{'update phase':<{width}}  {_size(self.update)}",
+                  f"{'peak':<{width}}  {_size(self.peak)}",
+                  f"tokens per step: {self.completion_tokens_per_step:,} completion (at most) + "
+                  f"{self.tokens_per_step - self.completion_tokens_per_step:,} prompt"]
+        return "\n".join(lines + [f"note: {n}" for n in self.notes])
+
+
+def _size(size: int) -> str:
+    return f"{size / GIB:8.2f} GiB" if size >= GIB else f"{size / MIB:8.1f} MiB"
+
+
+def plan(model_config: ModelConfig, config: GRPOConfig, prompt_tokens: int, dtype_bytes: int = 4) -> MemoryPlan:
+    """The budget of ``config`` on a model of ``model_config`` whose weights take ``dtype_bytes``
+    each, for prompts of about ``prompt_tokens`` tokens."""
+    P, G, L = config.prompts_per_step, config.group_size, config.max_new_tokens
+    n = num_parameters(model_config)
+    items = {"weights": n * dtype_bytes, "gradients": n * dtype_bytes, "AdamW moments": 2 * n * dtype_bytes}
+    if config.beta > 0:
+        items["reference model"] = n * dtype_bytes
+    draws = config.max_draws if config.dynamic_sampling else 1
+    rows = (config.rollout_prompts or P) * G  # completions sampled together
+    cache_per_row = 2 * model_config.num_hidden_layers * model_config.num_key_value_heads * model_config.head_dim
+    kv = rows * (prompt_tokens + L) * cache_per_row * dtype_bytes
+    items["KV cache (rollouts)"] = int(kv * (1 + 1 / G))  # the shared prefill is copied G times
+    micro_tokens = min(config.micro_batch, P * G) * (prompt_tokens + L - 1)
+    items["activations (one micro-batch)"] = micro_tokens * activation_floats_per_token(model_config) * dtype_bytes
+    chunk = min(config.logprob_chunk or auto_chunk(model_config.vocab_size), min(config.micro_batch, P * G) * L)
+    # logits, probabilities and their gradient, in fp32, for one chunk of positions
+    items["full-vocab fp32 logits (one chunk)"] = 3 * chunk * model_config.vocab_size * 4
+    resident = items["weights"] + items["gradients"] + items["AdamW moments"] + items.get("reference model", 0)
+    rollout = items["KV cache (rollouts)"]
+    update = items["activations (one micro-batch)"] + items["full-vocab fp32 logits (one chunk)"]
+    notes = []
+    if draws > 1:
+        notes.append(f"dynamic sampling may sample up to {draws} rounds of prompts per step (time, not memory)")
+    if dtype_bytes == 2:
+        notes.append("bf16 weights: AdamW moments are bf16 too; fp32 master weights would add 4 bytes per weight")
+    completion = P * G * L * draws
+    return MemoryPlan(items, resident, rollout, update, completion, completion + P * G * prompt_tokens * draws, notes)
