@@ -10,14 +10,14 @@ Three ways to get N samples, timed in alternation (a burst of load from elsewher
 
 - shared:      one prompt, ``num_samples=N`` (what ``companion.scaling`` does);
 - independent: N copies of the prompt in one batch (N prefills, same decode batch);
-- sequential:  N separate calls of one sample each (N prefills, N decode loops).
+- sequential:  N separate calls of one sample each (N prefills, N decode loops; ``--sequential``).
 
 The ratio printed last is independent / shared (above 1: sharing is cheaper).
 Sampling is at temperature 0.7, top-p 0.9 with EOS blocked, so every row decodes the same number
 of tokens. The model has the tiny model's architecture (random weights unless ``--model``).
 
     python benchmarks/bench_self_consistency.py
-    python benchmarks/bench_self_consistency.py --prompt-tokens 1024 --new-tokens 32 --n 20
+    python benchmarks/bench_self_consistency.py --prompt-tokens 1024 --new-tokens 32 --n 20 --sequential
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=512)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--no-sequential", action="store_true", help="skip the slowest way")
+    parser.add_argument("--sequential", action="store_true", help="also time N separate calls (slow)")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -76,7 +76,7 @@ def main() -> None:
     vocab = model.config.vocab_size
     prompt = torch.randint(0, vocab - 1, (args.prompt_tokens,), generator=torch.Generator().manual_seed(1)).tolist()
     eos = vocab - 1  # never sampled: EOS is blocked until the last token
-    ways = ["shared", "independent"] + ([] if args.no_sequential else ["sequential"])
+    ways = ["shared", "independent"] + (["sequential"] if args.sequential else [])
     for way in ways:  # warm-up
         run(model, prompt[:16], 2, 2, way, eos)
     times = {way: [] for way in ways}

@@ -189,7 +189,8 @@ def gsm8k_cases(records: list[dict], rng: random.Random, count: int) -> list[dic
         kind = rng.choice(["hash", "answer_is", "dollar", "boxed", "last_line", "decimal", "wrong_final",
                            "wrong_sign", "close", "early_box", "late_fix", "think", "think_wrong",
                            "truncated", "answer_units", "wrong_boxed", "boxed_dollar", "bold", "verify_after",
-                           "final_header", "x_equals", "wrong_verify_after", "hash_dollar", "wrong_bold"])
+                           "final_header", "x_equals", "wrong_verify_after", "hash_dollar", "wrong_bold",
+                           "steps_final", "wrong_steps_final", "think_plain"])
         cases.extend(_gsm8k_case(kind, reasoning, gold, wrong, rng))
     return cases
 
@@ -214,6 +215,12 @@ def _gsm8k_case(kind: str, reasoning: str, gold: str, wrong: str, rng: random.Ra
         "final_header": (f"{reasoning}\n\n**Final Answer:** ${gold}$", True),
         "x_equals": (f"Let x be the answer.\n{reasoning}\nSo $x = {gold}$.", True),
         "hash_dollar": (f"{reasoning}\n#### ${with_commas}", True),
+        "steps_final": ("".join(f"Step {k + 1}: {line}\n" for k, line in enumerate(reasoning.splitlines()))
+                        + f"Final answer: {gold}", True),
+        "wrong_steps_final": ("".join(f"Step {k + 1}: {line}\n" for k, line in enumerate(reasoning.splitlines()))
+                              + f"Final answer: {wrong}", False),
+        "think_plain": (f"<think>\nLet me think. {reasoning}\n</think>\n\nShe has {with_commas} in the end, "
+                        f"so the answer is {with_commas}.", True),
         "wrong_boxed": (f"{reasoning}\nSo the answer is \\boxed{{{wrong}}}.", False),
         "close": (f"{reasoning}\nThe answer is {gold}.5", False),
         "early_box": (f"Quick guess: \\boxed{{{gold}}}.\n{reasoning}\nWait, I need to subtract the extra "
@@ -272,7 +279,7 @@ def math_cases(records: list[dict], rng: random.Random, count: int) -> list[dict
         if "\\boxed{" not in solution:
             continue
         equal, wrong = equivalent_forms(gold), wrong_forms(gold, rng)
-        kinds = ["as_is", "think", "minerva", "final_answer_header"]
+        kinds = ["as_is", "think", "minerva", "final_answer_header", "no_box_at_end"]
         kinds += ["equivalent"] * 2 if equal else []
         kinds += ["wrong", "wrong", "gold_in_reasoning", "early_vs_late", "late_vs_early", "hedge"] if wrong else []
         kind = rng.choice(kinds)
@@ -292,6 +299,12 @@ def _math_case(kind: str, solution: str, gold: str, same: str | None, other: str
     if kind == "minerva":
         return _record(kind, "math", f"{bare}\nFinal Answer: The final answer is ${gold}$. I hope it is correct.",
                        gold, True)
+    if kind == "no_box_at_end":
+        # the box removed, its content left in place: only when it closes the solution
+        end = solution.rstrip().rstrip("$.\\]) \n")
+        if not end.endswith("}") or solution.rfind("\\boxed{") < len(solution) - len(gold) - 40:
+            return None
+        return _record(kind, "math", bare, gold, True)
     if kind == "final_answer_header":
         return _record(kind, "math", f"{bare}\n\n**Final Answer**\n\\[\n\\boxed{{{gold}}}\n\\]", gold, True)
     if kind == "equivalent":

@@ -12,7 +12,10 @@ import sys
 COMMAND_MODULES = (
     "companion.generate",
     "companion.evaluate",
+    "companion.scaling",
+    "companion.refine",
     "companion.tiny",
+    "companion.rl.cli",
 )
 
 

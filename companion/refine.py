@@ -279,71 +279,102 @@ class RefineResult:
         return sum(d.tokens for d in self.history)
 
 
-def revision_accepted(current_score: float, new_score: float) -> bool:
-    """Keep a revision only if it scores strictly better: on a tie the draft stays, so a review
-    that changes nothing the scorer can see cannot swap in a different answer."""
+ACCEPT_RULES = ("if-better", "always")
+
+
+def revision_accepted(current_score: float, new_score: float, rule: str = "if-better") -> bool:
+    """Keep a revision only if it scores strictly better: on a tie the kept answer stays, so a
+    review that changes nothing the scorer can see cannot swap in a different answer. ``always``
+    (no scorer at all) is the baseline that shows what the scorer is worth."""
+    if rule == "always":
+        return True
+    if rule != "if-better":
+        raise ValueError(f"unknown accept rule {rule!r}; choose one of {', '.join(ACCEPT_RULES)}")
     return new_score > current_score
 
 
+@dataclass
+class RefineSettings:
+    rounds: int = 2
+    scorer: str = "mean-logprob"
+    accept: str = "if-better"
+    revise_below: float | None = None  # revise only drafts whose confidence is below this
+    prompt_style: str = "cot"
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = 0
+    batch_size: int = 32
+
+    def __post_init__(self):
+        if self.scorer not in SCORERS:
+            raise ValueError(f"unknown scorer {self.scorer!r}; choose one of {', '.join(SCORERS)}")
+        if self.accept not in ACCEPT_RULES:
+            raise ValueError(f"unknown accept rule {self.accept!r}; choose one of {', '.join(ACCEPT_RULES)}")
+        if self.prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"unknown prompt style {self.prompt_style!r}")
+
+
 def self_refine_batch(model, tokenizer, questions: Sequence[str], rounds: int = 2, scorer: str = "mean-logprob",
-                      prompt_style: str = "cot", max_new_tokens: int = 256, temperature: float = 0.0,
-                      top_p: float = 1.0, seed: int | None = 0, revise_below: float | None = None,
-                      drafts: Sequence[str] | None = None, batch_size: int = 32) -> list[RefineResult]:
+                      drafts: Sequence[str] | None = None, draft_tokens: Sequence[int] | None = None,
+                      **options) -> list[RefineResult]:
     """Draft, then up to ``rounds`` rounds of review-and-revise, for many questions at once.
 
-    A revision replaces the kept answer only if it scores better (``revision_accepted``); every
-    score is taken under the original question prompt. With ``revise_below`` (a confidence in
-    [0, 1], see ``confidence``) only drafts less confident than that are revised at all. A
-    question drops out when its revision is rejected under greedy decoding (the same prompt would
-    give the same revision again) or when the revision repeats the kept text. ``drafts`` skips
-    the drafting step (e.g. to revise drafts produced elsewhere).
+    Options are the fields of ``RefineSettings``. A revision replaces the kept answer only if it
+    scores better (``revision_accepted``); every score is taken under the original question
+    prompt. With ``revise_below`` (a confidence in [0, 1], see ``confidence``) only drafts less
+    confident than that are revised at all. A question drops out when its revision is rejected
+    under greedy decoding (the same prompt would give the same revision again) or when the
+    revision repeats the kept text. ``drafts`` (with their ``draft_tokens``, for the token count)
+    skips drafting, e.g. to compare scorers on the same drafts.
     """
-    if scorer not in SCORERS:
-        raise ValueError(f"unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
-    prompts = [build_prompt(tokenizer, q, prompt_style) for q in questions]
+    settings = RefineSettings(rounds, scorer, **options)
+    prompts = [build_prompt(tokenizer, q, settings.prompt_style) for q in questions]
     if drafts is None:
-        generated = generate(model, tokenizer, prompts, max_new_tokens, temperature, top_p=top_p, seed=seed,
-                             batch_size=batch_size)
+        generated = _generate(model, tokenizer, prompts, settings, settings.seed)
         drafts, draft_tokens = [g.text for g in generated], [g.num_tokens for g in generated]
-    else:
-        draft_tokens = [0] * len(drafts)
-    scored = score_responses(model, tokenizer, prompts, drafts, batch_size)
+    draft_tokens = draft_tokens or [0] * len(drafts)
     results = []
-    for q, text, tokens, s in zip(questions, drafts, draft_tokens, scored):
+    for q, text, tokens, s in zip(questions, drafts, draft_tokens,
+                                  score_responses(model, tokenizer, prompts, drafts, settings.batch_size)):
         scores = all_scores(s)
-        draft = Draft(0, text, extract_answer(text), scores[scorer], True, tokens)
+        draft = Draft(0, text, extract_answer(text), scores[settings.scorer], True, tokens)
         results.append(RefineResult(q, [draft], [draft.answer], scores))
-    active = [i for i, r in enumerate(results)
-              if revise_below is None or confidence(scorer, r.history[0].score) < revise_below]
-    for round_index in range(1, rounds + 1):
-        active = _revise_round(model, tokenizer, questions, prompts, results, active, round_index, scorer,
-                               max_new_tokens, temperature, top_p, _round_seed(seed, round_index), batch_size)
+    active = [i for i, r in enumerate(results) if settings.revise_below is None
+              or confidence(settings.scorer, r.history[0].score) < settings.revise_below]
+    for round_index in range(1, settings.rounds + 1):
+        active = _revise_round(model, tokenizer, questions, prompts, results, active, round_index, settings)
         for result in results:
             result.answers_by_round.append(result.final.answer)
     return results
+
+
+def _generate(model, tokenizer, prompts, settings: RefineSettings, seed):
+    return generate(model, tokenizer, prompts, settings.max_new_tokens, settings.temperature, top_p=settings.top_p,
+                    seed=seed, batch_size=settings.batch_size)
 
 
 def _round_seed(seed: int | None, round_index: int) -> int | None:
     return None if seed is None else seed * 1_000_003 + round_index
 
 
-def _revise_round(model, tokenizer, questions, prompts, results, active, round_index, scorer, max_new_tokens,
-                  temperature, top_p, seed, batch_size) -> list[int]:
+def _revise_round(model, tokenizer, questions, prompts, results, active, round_index,
+                  settings: RefineSettings) -> list[int]:
     """One review-and-revise round for the ``active`` questions; returns those still active."""
     if not active:
         return []
     kept = {i: results[i].final for i in active}
     review_prompts = [build_revise_prompt(tokenizer, questions[i], kept[i].text) for i in active]
-    revisions = generate(model, tokenizer, review_prompts, max_new_tokens, temperature, top_p=top_p, seed=seed,
-                         batch_size=batch_size)
-    scored = score_responses(model, tokenizer, [prompts[i] for i in active], [r.text for r in revisions], batch_size)
+    revisions = _generate(model, tokenizer, review_prompts, settings, _round_seed(settings.seed, round_index))
+    scored = score_responses(model, tokenizer, [prompts[i] for i in active], [r.text for r in revisions],
+                             settings.batch_size)
     still_active = []
     for i, revision, s in zip(active, revisions, scored):
-        score = SCORERS[scorer](s)
-        accepted = revision_accepted(kept[i].score, score)
+        score = SCORERS[settings.scorer](s)
+        accepted = revision_accepted(kept[i].score, score, settings.accept)
         results[i].history.append(Draft(round_index, revision.text, extract_answer(revision.text), score, accepted,
                                         revision.num_tokens))
-        if revision.text != kept[i].text and (accepted or temperature > 0):
+        if revision.text != kept[i].text and (accepted or settings.temperature > 0):
             still_active.append(i)
     return still_active
 
@@ -387,7 +418,8 @@ def _json_safe(values: dict) -> dict:
     return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()}
 
 
-def _score(value: float | None) -> float:
+def json_score(value: float | None) -> float:
+    """A score read back from a record: null stands for -inf."""
     return float("-inf") if value is None else value
 
 
@@ -408,7 +440,7 @@ def summarize(records: Sequence[dict]) -> dict:
     summary["revised_fraction"] = sum(len(rec["history"]) > 1 for rec in records) / n
     summary["tokens_per_problem"] = sum(rec["tokens"] for rec in records) / n
     for name in SCORERS:
-        summary[f"auroc_{name}"] = auroc([_score(rec["draft_scores"][name]) for rec in records], draft)
+        summary[f"auroc_{name}"] = auroc([json_score(rec["draft_scores"][name]) for rec in records], draft)
     summary["accuracy"] = summary[f"accuracy_round_{rounds}"]
     return summary
 
@@ -422,6 +454,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--split", default=None, help="dataset split (default: the benchmark's test split)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--scorer", default="mean-logprob", choices=tuple(SCORERS))
+    p.add_argument("--accept", default="if-better", choices=ACCEPT_RULES,
+                   help="keep a revision only if it scores better (default), or always")
     p.add_argument("--revise-below", type=float, default=None,
                    help="revise only drafts whose confidence (0-1) is below this")
     p.add_argument("--prompt-style", default="cot", choices=PROMPT_STYLES)
@@ -450,7 +484,8 @@ def _run_cli(args) -> int:
     problems = load_benchmark(args.benchmark, args.split, args.limit)
     model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     options = dict(prompt_style=args.prompt_style, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                   top_p=args.top_p, seed=args.seed, revise_below=args.revise_below, batch_size=args.batch_size)
+                   top_p=args.top_p, seed=args.seed, revise_below=args.revise_below, batch_size=args.batch_size,
+                   accept=args.accept)
     started = time.perf_counter()
     records = []
     out = open(args.out, "w") if args.out else None
@@ -468,8 +503,9 @@ def _run_cli(args) -> int:
         if out is not None:
             out.close()
     summary = summarize(records)
-    print(f"{args.benchmark}: {len(records)} problems, {args.rounds} rounds, scorer {args.scorer} "
-          f"in {time.perf_counter() - started:.1f} s")
+    print(f"{args.benchmark}: {len(records)} problems, {args.rounds} rounds, scorer {args.scorer}, "
+          f"accept {args.accept}" + (f", revise below {args.revise_below}" if args.revise_below is not None else "") +
+          f" in {time.perf_counter() - started:.1f} s")
     for key, value in summary.items():
         if key not in ("accuracy", "problems"):
             print(f"{key}: {value:.3f}")

@@ -22,8 +22,7 @@ import json
 import math
 import sys
 import time
-from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import torch
@@ -419,12 +418,13 @@ def plot_sampling_sweep(rows: Sequence[dict], axes=None):
 
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for top_p in sorted({r["top_p"] for r in rows}):
+    for index, top_p in enumerate(sorted({r["top_p"] for r in rows})):
         line = sorted((r for r in rows if r["top_p"] == top_p), key=lambda r: r["temperature"])
-        t = [r["temperature"] for r in line]
-        axes[0].plot(t, [r["accuracy"] for r in line], marker="o", label=f"one sample, top-p {top_p}")
-        axes[0].plot(t, [r["majority"] for r in line], marker="s", linestyle="--", label=f"vote of {line[0]['n']}, top-p {top_p}")
-        axes[1].plot(t, [r["entropy"] for r in line], marker="o", label=f"top-p {top_p}")
+        t, color = [r["temperature"] for r in line], f"C{index}"
+        axes[0].plot(t, [r["accuracy"] for r in line], marker="o", color=color, label=f"one sample, top-p {top_p}")
+        axes[0].plot(t, [r["majority"] for r in line], marker="s", linestyle="--", color=color,
+                     label=f"vote of {line[0]['n']}, top-p {top_p}")
+        axes[1].plot(t, [r["entropy"] for r in line], marker="o", color=color, label=f"top-p {top_p}")
     axes[0].set(xlabel="temperature", ylabel="accuracy", title="accuracy")
     axes[1].set(xlabel="temperature", ylabel="bits", title="entropy of the answers")
     for ax in axes:

@@ -292,6 +292,12 @@ def tokenizer_corpus(problems, seed: int = 0) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
+# The shipped model's amount of work. A fixed step count (not a time budget) makes the same command
+# give the same model on any machine, however busy. Timed on a shared, loaded 2-core CPU with one
+# torch thread: about 1.7 s per step, so under 30 minutes; a quiet 2-core machine is faster.
+DEFAULT_STEPS = 1000
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Model size and optimization settings of the tiny model (the defaults made the shipped one)."""
@@ -522,15 +528,21 @@ def _smooth(values, weight: float = 0.9) -> list[float]:
     return smoothed
 
 
-def train(out, minutes: float = 30.0, seed: int = 0, resume: bool = False, steps: int | None = None,
+def train(out, minutes: float | None = None, seed: int = 0, resume: bool = False, steps: int | None = None,
           recipe: Recipe = Recipe(), progress_bar: bool = True, pause_after: int | None = None) -> Path:
     """Train the tiny model from scratch; returns the HF-format model folder ``<out>/model``.
 
-    ``minutes`` bounds the training time over all sessions. Without ``steps``, the number of
-    steps is set from the speed of the first steps so that the schedule ends within the budget
-    (the step count is then stored, so a resumed run keeps the same schedule). ``pause_after``
-    ends this session after that many steps, as an interruption would; ``resume`` continues.
+    The amount of work is fixed: ``steps`` optimizer steps (``DEFAULT_STEPS`` when neither
+    ``steps`` nor ``minutes`` is given), so the same call gives the same model on any machine,
+    however busy. ``minutes`` is an optional cap on the training time over all sessions: with
+    ``steps`` it stops the run early (the schedule stays that of ``steps``); without ``steps``,
+    the number of steps is set from the speed of the first steps so that the schedule ends within
+    the cap (the step count is then stored, so a resumed run keeps the same schedule).
+    ``pause_after`` ends this session after that many steps, as an interruption would; ``resume``
+    continues.
     """
+    if steps is None and minutes is None:
+        steps = DEFAULT_STEPS
     run = RunFolder(out)
     if run.state.exists() and not resume:
         raise FileExistsError(f"{run.state} exists: pass --resume to continue, or choose another --out")
@@ -548,8 +560,11 @@ def train(out, minutes: float = 30.0, seed: int = 0, resume: bool = False, steps
     _training_loop(run, model, optimizer, tokenizer, encoded, val_encoded, progress, recipe, seed, minutes,
                    progress_bar, pause_after)
     plot_log(run.log, run.plot)
-    card = model_card(recipe, progress, seed, len(encoded), sum(len(e.ids) for e in encoded))
-    save_model(model, tokenizer, run.model, extra_files={"README.md": card})
+    inputs, replies = tokens_trained(encoded, recipe, seed, progress.step)
+    facts = CardFacts(progress.step, progress.elapsed, progress.epoch + 1, seed, len(encoded),
+                      sum(len(e.ids) for e in encoded), model.num_parameters(), inputs, replies,
+                      torch.get_num_threads())
+    save_model(model, tokenizer, run.model, extra_files={"README.md": model_card(recipe, facts)})
     shutil.copy(run.plot, run.model / "loss.png")
     return run.model
 
@@ -561,7 +576,7 @@ def _training_loop(run, model, optimizer, tokenizer, encoded, val_encoded, progr
     A checkpoint is written every ``checkpoint_minutes`` and at the end; after an interruption,
     ``--resume`` continues from the last one (later log lines are dropped).
     """
-    budget = minutes * 60
+    budget = math.inf if minutes is None else minutes * 60
     session_start = last_save = time.perf_counter()
     elapsed_before, first_step = progress.elapsed, progress.step
     data = _BatchStream(encoded, recipe.batch_size, seed, tokenizer.pad_token_id)
@@ -619,7 +634,7 @@ class _BatchStream:
         return self.batches
 
 
-CALIBRATION_STEPS = 20
+CALIBRATION_STEPS = 20  # with --minutes and no --steps: steps timed to size the schedule
 TIME_MARGIN = 0.92  # of the budget given to training steps; the rest covers evaluation and saving
 
 
@@ -642,37 +657,114 @@ def _optimizer_step(model, optimizer, inputs, labels, lr: float, recipe: Recipe)
 # ---------------------------------------------------------------------------------------------
 # Measuring the model and describing it
 # ---------------------------------------------------------------------------------------------
-MAX_NEW_TOKENS = {"direct": 24, "cot": 256, "thinking": 256}
+MAX_NEW_TOKENS = {"direct": 24, "cot": 256, "thinking": 256, "revise": 320}
+# The test of the shipped model compares its greedy cot accuracy on the first problems of the
+# test split with the number the report stores for those same problems.
+CHECK_PROBLEMS = 200
 
 
 def measure(model: Qwen3Model, tokenizer: Tokenizer, records: list[dict], samples: int = 8,
-            temperature: float = 1.0, seed: int = 0, batch_size: int = 256) -> dict:
+            temperature: float = 1.0, seed: int = 0, batch_size: int = 256, revise: bool = True,
+            progress: bool = False) -> dict:
     """The numbers the chapters rely on: greedy accuracy per prompt style, accuracy by number of
-    steps (cot), and pass@``samples`` at ``temperature`` (cot)."""
+    steps (cot), pass@``samples`` at ``temperature`` (cot), and one round of self-refinement: the
+    model reviews its own greedy cot answer with the revise prompt."""
     golds = [r["answer"] for r in records]
     report = {"problems": len(records), "greedy": {}, "by_steps": {}}
-    correct_cot = None
+    answers = {}
     for style in ("cot", "direct", "thinking"):
         prompts = [build_prompt(tokenizer, r["question"], style) for r in records]
-        outputs = generate(model, tokenizer, prompts, MAX_NEW_TOKENS[style], batch_size=batch_size)
-        correct = [grade(o.text, gold) for o, gold in zip(outputs, golds)]
-        report["greedy"][style] = sum(correct) / len(correct)
-        correct_cot = correct if style == "cot" else correct_cot
+        outputs = generate(model, tokenizer, prompts, MAX_NEW_TOKENS[style], batch_size=batch_size, progress=progress)
+        answers[style] = [o.text for o in outputs]
+        report["greedy"][style] = _accuracy([grade(o.text, gold) for o, gold in zip(outputs, golds)])
+    correct_cot = [grade(text, gold) for text, gold in zip(answers["cot"], golds)]
+    report["greedy_first"] = {"problems": min(CHECK_PROBLEMS, len(records)),
+                              "cot": _accuracy(correct_cot[:CHECK_PROBLEMS])}
     for steps in sorted({r["steps"] for r in records}):
-        hits = [c for c, r in zip(correct_cot, records) if r["steps"] == steps]
-        report["by_steps"][str(steps)] = sum(hits) / len(hits)
+        report["by_steps"][str(steps)] = _accuracy([c for c, r in zip(correct_cot, records) if r["steps"] == steps])
     prompts = [build_prompt(tokenizer, r["question"], "cot") for r in records]
     outputs = generate(model, tokenizer, prompts, MAX_NEW_TOKENS["cot"], temperature=temperature, seed=seed,
-                       num_samples=samples, batch_size=batch_size)
+                       num_samples=samples, batch_size=batch_size, progress=progress)
     solved = [any(grade(outputs[i * samples + j].text, gold) for j in range(samples)) for i, gold in enumerate(golds)]
-    report[f"pass@{samples}"] = sum(solved) / len(solved)
+    report[f"pass@{samples}"] = _accuracy(solved)
     report["temperature"] = temperature
+    if revise:
+        report["revise"] = measure_revision(model, tokenizer, records, answers["cot"], correct_cot, batch_size,
+                                            progress)
     return report
 
 
-def model_card(recipe: Recipe, progress: Progress, seed: int, examples: int, tokens: int,
-               report: dict | None = None) -> str:
+def measure_revision(model: Qwen3Model, tokenizer: Tokenizer, records: list[dict], attempts: list[str],
+                     correct: list[bool], batch_size: int = 256, progress: bool = False) -> dict:
+    """One greedy round of self-refinement: each attempt is shown back with the revise prompt.
+
+    Returns the accuracy after the review, and how many wrong attempts it fixed and how many right
+    ones it broke (as fractions of all problems).
+    """
+    prompts = [build_revise_prompt(tokenizer, r["question"], attempt) for r, attempt in zip(records, attempts)]
+    outputs = generate(model, tokenizer, prompts, MAX_NEW_TOKENS["revise"], batch_size=batch_size, progress=progress)
+    after = [grade(o.text, r["answer"]) for o, r in zip(outputs, records)]
+    return {"before": _accuracy(correct), "after": _accuracy(after),
+            "fixed": _accuracy([a and not b for a, b in zip(after, correct)]),
+            "broken": _accuracy([b and not a for a, b in zip(after, correct)])}
+
+
+def _accuracy(flags: list[bool]) -> float:
+    return sum(flags) / max(1, len(flags))
+
+
+def reproduce_command(seed: int, steps: int, recipe: Recipe, out: str = "runs/tiny") -> str:
+    """The ``train-tiny`` command that makes this model: only the settings that differ from the defaults."""
+    parts = ["python -m companion train-tiny", f"--out {out}"]
+    if steps != DEFAULT_STEPS:
+        parts.append(f"--steps {steps}")
+    if seed != 0:
+        parts.append(f"--seed {seed}")
+    default = Recipe()
+    for flag, field in (("--train-problems", "train_problems"), ("--hidden-size", "hidden_size"),
+                        ("--layers", "num_layers"), ("--intermediate-size", "intermediate_size")):
+        if getattr(recipe, field) != getattr(default, field):
+            parts.append(f"{flag} {getattr(recipe, field)}")
+    return " ".join(parts)
+
+
+def tokens_trained(encoded: list[Encoded], recipe: Recipe, seed: int, steps: int) -> tuple[int, int]:
+    """(input tokens, reply tokens) of the first ``steps`` batches, replaying the batch order."""
+    data = _BatchStream(encoded, recipe.batch_size, seed, pad_id=0)
+    progress, inputs, replies = Progress(), 0, 0
+    for _ in range(steps):
+        if progress.position >= len(data._epoch(progress.epoch)):
+            progress.epoch, progress.position = progress.epoch + 1, 0
+        batch = data._epoch(progress.epoch)[progress.position]
+        progress.position += 1
+        inputs += sum(len(encoded[i].ids) for i in batch)
+        replies += sum(len(encoded[i].ids) - encoded[i].reply_start for i in batch)
+    return inputs, replies
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    """What the card says about a run besides the recipe: measured, counted or derived."""
+
+    steps: int
+    elapsed: float  # seconds in the training loop
+    epochs_begun: int
+    seed: int
+    examples: int  # chats per epoch
+    tokens: int  # tokens per epoch
+    parameters: int
+    tokens_trained: int = 0  # input tokens over the whole run
+    reply_tokens_trained: int = 0
+    threads: int | None = None
+
+
+def model_card(recipe: Recipe, facts: CardFacts, report: dict | None = None) -> str:
     """README.md of the model folder: what it is, how it was made, how well it does."""
+    speed = ""
+    if facts.tokens_trained and facts.elapsed:
+        speed = (f" ({facts.elapsed / facts.steps:.2f} s per step, {facts.tokens_trained / facts.elapsed:,.0f} "
+                 f"tokens/s; {facts.tokens_trained:,} tokens seen, {facts.reply_tokens_trained:,} of them under the loss)")
+    threads = f", {facts.threads} torch thread(s)" if facts.threads else ""
     lines = [
         "---", "license: apache-2.0", "library_name: transformers", "pipeline_tag: text-generation", "---", "",
         "# tiny-reasoner", "",
@@ -681,22 +773,22 @@ def model_card(recipe: Recipe, progress: Progress, seed: int, examples: int, tok
         "the default model of the notebooks: weak enough that chain of thought, sampling and voting,",
         "self-refinement and RL can each measurably improve it.", "",
         "## Model", "",
+        f"- {facts.parameters:,} parameters (embeddings tied with the output layer), stored in fp32.",
         f"- Qwen3 architecture: {recipe.num_layers} layers, hidden size {recipe.hidden_size}, "
         f"{recipe.num_heads} query heads and {recipe.num_kv_heads} key/value heads of size {recipe.head_dim}, "
-        f"MLP size {recipe.intermediate_size}, tied embeddings, RoPE theta {recipe.rope_theta:g}, "
-        f"context {TINY_MAX_LENGTH} tokens.",
+        f"MLP size {recipe.intermediate_size}, RoPE theta {recipe.rope_theta:g}, context {TINY_MAX_LENGTH} tokens.",
         "- Tokenizer: byte-level BPE trained on the corpus, Qwen's pre-tokenizer (digits one by one),",
         "  Qwen3's 26 added tokens in Qwen3's order and the Qwen3 chat template (thinking on or off).", "",
         "## Training", "",
-        f"- {progress.step} steps of {recipe.batch_size} chats, {progress.elapsed / 60:.1f} minutes on CPU, "
-        f"seed {seed}; {examples} chats ({tokens} tokens) per epoch, {progress.epoch + 1} epoch(s) begun.",
+        f"- Reproduce: `{reproduce_command(facts.seed, facts.steps, recipe)}` (see `companion/tiny.py`).",
+        f"- {facts.steps} optimizer steps of {recipe.batch_size} chats, seed {facts.seed}; {facts.examples:,} chats "
+        f"({facts.tokens:,} tokens) per epoch, {facts.epochs_begun} epoch(s) begun.",
+        f"- Measured training time: {facts.elapsed / 60:.1f} minutes on a 2-core CPU{threads}{speed}.",
         f"- AdamW (betas 0.9/0.95, weight decay {recipe.weight_decay}), peak learning rate {recipe.lr:g}, "
         f"{recipe.warmup_steps} warmup steps, cosine decay to {recipe.min_lr_ratio:g} of the peak; "
         f"{'bf16 autocast' if recipe.bf16 else 'fp32'}; loss on assistant tokens only.",
         f"- Chats per problem: {recipe.kinds_per_problem}, of the kinds "
         + ", ".join(f"{kind} {share:.0%}" for kind, share in CORPUS_MIX.items()) + ".",
-        "- Reproduce: `python -m companion train-tiny --out runs/tiny "
-        f"--seed {seed} --steps {progress.step}` (see `companion/tiny.py`).",
         "", "![loss](loss.png)", "",
     ]
     if report:
@@ -704,7 +796,7 @@ def model_card(recipe: Recipe, progress: Progress, seed: int, examples: int, tok
     lines += [
         "## Prompt formats", "",
         "Prompts come from `companion.prompts.build_prompt` (styles `direct`, `cot`, `thinking`); a",
-        "review of an earlier attempt from `companion.tiny.build_revise_prompt`, ending with:", "",
+        "review of an earlier attempt from `companion.prompts.build_revise_prompt`, ending with:", "",
         f"> {REVISE_INSTRUCTION}", "",
         "## Limits", "",
         "It only knows the arithmetic stories it was trained on: integers up to 999, four operations,",
@@ -716,21 +808,32 @@ def model_card(recipe: Recipe, progress: Progress, seed: int, examples: int, tok
 def _report_lines(report: dict) -> list[str]:
     samples = next(key for key in report if key.startswith("pass@"))
     lines = [
-        f"## Accuracy on the `test` split ({report['problems']} problems)", "",
+        f"## Accuracy on the `{report.get('split', 'test')}` split ({report['problems']} problems)", "",
+        "Measured by `python -m companion tiny-report --model data/tiny-reasoner` (greedy unless said).", "",
         "| measure | accuracy |", "|---|---|",
     ]
     lines += [f"| greedy, `{style}` prompt | {value:.1%} |" for style, value in report["greedy"].items()]
+    first = report.get("greedy_first")
+    if first:
+        lines.append(f"| greedy, `cot` prompt, first {first['problems']} problems | {first['cot']:.1%} |")
     lines.append(f"| {samples} (cot, temperature {report['temperature']:g}) | {report[samples]:.1%} |")
+    revise = report.get("revise")
+    if revise:
+        lines.append(f"| after one self-review of the greedy cot answer (revise prompt) | {revise['after']:.1%} "
+                     f"(fixed {revise['fixed']:.1%}, broke {revise['broken']:.1%}) |")
     lines += [f"| greedy cot, {steps}-step problems | {value:.1%} |" for steps, value in report["by_steps"].items()]
     return lines + [""]
 
 
-def report_on_model(model_dir, split: str = "test", limit: int | None = None, samples: int = 8) -> dict:
+def report_on_model(model_dir, split: str = "test", limit: int | None = None, samples: int = 8,
+                    progress: bool = False) -> dict:
     """Measure a saved model on a split, then write ``report.json`` and the card's table."""
     model_dir = Path(model_dir)
     model, tokenizer = load_model(model_dir, device="cpu", dtype="float32")
     records = read_split(split)[:limit]
-    report = dict(measure(model, tokenizer, records, samples=samples), split=split)
+    started = time.perf_counter()
+    report = dict(measure(model, tokenizer, records, samples=samples, progress=progress), split=split)
+    report["seconds"] = round(time.perf_counter() - started, 1)
     (model_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     card = (model_dir / "README.md").read_text()
     table = "\n".join(_report_lines(report))
@@ -749,8 +852,10 @@ def register_cli(subparsers) -> None:
                                                "arithmetic corpus. Writes OUT/model (HF format), OUT/log.jsonl, "
                                                "OUT/loss.png and OUT/state.pt (for --resume).")
     parser.add_argument("--out", required=True, help="run folder")
-    parser.add_argument("--minutes", type=float, default=30.0, help="time budget over all sessions (default 30)")
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: as many as fit the budget)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"optimizer steps (default {DEFAULT_STEPS}; with --minutes only, as many as fit it)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="optional cap on the training time over all sessions (default: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -766,6 +871,7 @@ def register_cli(subparsers) -> None:
     report.add_argument("--split", default="test", choices=("train", "validation", "test"))
     report.add_argument("--limit", type=int, default=None, help="only the first N problems")
     report.add_argument("--samples", type=int, default=8, help="samples per problem for pass@k")
+    report.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     report.set_defaults(func=_run_report_cli)
 
 
@@ -780,6 +886,8 @@ def _run_train_cli(args) -> int:
 
 
 def _run_report_cli(args) -> int:
-    report = report_on_model(args.model, args.split, args.limit, args.samples)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report = report_on_model(args.model, args.split, args.limit, args.samples, progress=True)
     print(json.dumps(report, indent=2))
     return 0

@@ -65,6 +65,14 @@ def test_math500_from_the_environment_variable(monkeypatch):
     assert load_problems("math500", limit=7) == problems[:7]
 
 
+def test_the_repository_arith_set_when_generated():
+    if not (data.REPO_DATA / "arith" / "test.jsonl").exists():
+        pytest.skip("data/arith has not been generated")
+    problems = load_problems("arith")
+    assert problems and all(p.source == "arith" and p.steps and p.answer for p in problems)
+    assert all(p.solution.rstrip().endswith("#### " + p.answer) for p in problems)
+
+
 # --------------------------------------------------------------------------- temporary files
 def test_arith_loader_reads_the_generator_format(tmp_path):
     records = [{"id": f"arith-test-{i:05d}", "question": f"Tom has {i} apples and buys 2 more. How many?",
@@ -80,7 +88,8 @@ def test_arith_loader_reads_the_generator_format(tmp_path):
     assert len(load_problems("arith", data_dir=tmp_path, limit=3)) == 3
 
 
-def test_missing_arith_split_says_where_it_looked(tmp_path):
+def test_missing_arith_split_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "REPO_DATA", tmp_path / "repo-data")
     with pytest.raises(DataError, match="arith train not found"):
         load_problems("arith", "train", data_dir=tmp_path)
 

@@ -12,6 +12,7 @@ import torch
 
 from companion import refine
 from companion.config import ModelConfig
+from companion.generate import generate
 from companion.model import Qwen3Model
 from companion.prompts import build_prompt
 from companion.refine import (ResponseLogprobs, answer_logprob, answer_token_indices, auroc, boxed_span,
@@ -154,6 +155,29 @@ def test_revision_accepted_only_when_strictly_better():
     assert refine.revision_accepted(-1.0, -0.5)
     assert not refine.revision_accepted(-0.5, -0.5) and not refine.revision_accepted(-0.5, -1.0)
     assert refine.revision_accepted(-math.inf, -3.0) and not refine.revision_accepted(-math.inf, -math.inf)
+    assert refine.revision_accepted(-0.1, -5.0, rule="always")
+    with pytest.raises(ValueError):
+        refine.revision_accepted(-1.0, -0.5, rule="sometimes")
+    for bad in (dict(scorer="vibes"), dict(accept="sometimes"), dict(prompt_style="shouting")):
+        with pytest.raises(ValueError):
+            refine.RefineSettings(**bad)
+
+
+def test_the_accept_rule_decides_on_the_scores(random_model, tokenizer, prompt):
+    # the model's own greedy reply is as likely as replies get; a review of it tends to score lower
+    [own] = generate(random_model, tokenizer, prompt, max_new_tokens=6)
+    decisions = {}
+    for rule in ("if-better", "always"):
+        results = refine.self_refine_batch(random_model, tokenizer, [QUESTION] * 2, rounds=1, scorer="min-logprob",
+                                           accept=rule, drafts=[own.text, "7"], draft_tokens=[6, 1],
+                                           max_new_tokens=6)
+        for result, tokens in zip(results, [6, 1]):
+            draft, revision = result.history
+            assert revision.accepted == (rule == "always" or revision.score > draft.score)
+            assert result.final is (revision if revision.accepted else draft)
+            assert result.num_tokens == tokens + revision.tokens
+        decisions[rule] = [r.history[1].accepted for r in results]
+    assert decisions == {"if-better": [False, True], "always": [True, True]}
 
 
 def test_a_better_revision_replaces_a_wrong_draft_then_the_loop_settles(tokenizer):

@@ -4,7 +4,9 @@ Equivalence policies are pinned case by case in ``test_verifier_cases.py``."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -62,7 +64,18 @@ EXTRACTION = [
     ("\\boxed{\\text{Evelyn}}.", "\\text{Evelyn}", "\\text{Evelyn}"),
     ("The sum is $\\boxed{\\frac{a}{b}}$, where $a = 3$.", "\\frac{a}{b}", "\\frac{a}{b}"),
     ("I computed 3 + 4 = 7, then doubled it to get **14**.", "14", None),
-    ("Hence \\(x = \\frac{1}{2}\\)", "\\frac{1}{2}", None),
+    ("Hence \\(x = \\frac{1}{2}\\)", "x = \\frac{1}{2}", None),
+    ("The solutions are $x = 2$ and $x = 3$.", "x = 2, x = 3", None),
+    ("Because $x$ cannot be $0$, $x=5$.", "x=5", None),
+    ("the final answer is the larger of the two: $x=1$.", "x=1", None),
+    ("\\boxed{44}\n\nWe may check our answer: $17 \\cdot 44 = 748$.", "44", "44"),
+    ("Therefore\n\\begin{align*}\nS &= 1 + 2 \\\\\n&= 3.\n\\end{align*}", "= 3", None),
+    ("So the answer is 3/4 of the pizza.", "3/4 of the pizza", None),
+    ("The answer is 5.<|im_end|>", "5", None),
+    ("(so the answer is 5)", "5", None),
+    ("The answer is option B", "option B", None),
+    ("So we get 2\u221a3.", "2\u221a3", None),
+    ("Hence x \u2264 3.", "x \u2264 3", None),
     ("The answer is \\$1,080.", "\\$1,080", None),
     ("\\boxed{}", None, None),
 ]
@@ -113,6 +126,23 @@ def test_normalize_answer_is_idempotent_on_math500_style_golds():
         assert normalize_answer(once) == once
 
 
+@pytest.mark.parametrize("response, gold", [
+    ("Hence \\(x = \\frac{1}{2}\\)", "\\frac12"),
+    ("The solutions are $x = 2$ and $x = 3$.", "2, 3"),
+    ("Therefore\n\\begin{align*}\nS &= 1 + 2 \\\\\n&= 3.\n\\end{align*}", "3"),
+    ("So the answer is 3/4 of the pizza.", "\\frac34"),
+    ("The answer is option B", "\\text{(B)}"),
+    ("The answer is B) 42", "\\text{(B)}"),
+    ("So we get 2\u221a3.", "2\\sqrt{3}"),
+    ("Hence x \u2264 3.", "(-\\infty, 3]"),
+    ("We get $a+b=-1+5=4$.", "4"),
+    ("The answer is 0.5 or 1/2.", "\\frac12"),
+    ("So the area is 8\u03c0.", "8\\pi"),
+])
+def test_extracted_answers_in_context_grade_correct(response, gold):
+    assert grade(response, gold)
+
+
 def test_gold_number_in_reasoning_but_different_final_answer():
     response = "We need 42 apples in total, but 2 are rotten, so the answer is \\boxed{40}."
     assert not grade(response, "42")
@@ -141,6 +171,15 @@ def test_every_math500_gold_grades_equal_to_itself():
                         and grade(f"... the answer is $\\boxed{{{gold}}}$", gold, strict=True)
                         and equivalent(normalize_answer(gold), gold))]
     assert failures == []
+
+
+def test_every_math500_reference_solution_grades_correct():
+    """Real solutions: a box in the middle of prose, align blocks, [asy] code after the answer."""
+    records = [json.loads(line) for line in _data_file("math500/test.jsonl").read_text().splitlines()]
+    assert [r["unique_id"] for r in records if not grade(r["solution"], r["answer"], strict=True)] == []
+    minerva = [r["solution"] + f"\nFinal Answer: The final answer is ${r['answer']}$. I hope it is correct."
+               for r in records]
+    assert [r["unique_id"] for r, text in zip(records, minerva) if not grade(text, r["answer"])] == []
 
 
 def test_math500_golds_reject_a_changed_answer():
@@ -245,6 +284,20 @@ def test_many_threads_grade_at_once():
     for thread in threads:
         thread.join(60)
     assert outcomes == [expected for _, _, expected in cases]
+
+
+def _grade_in_child(pair: tuple[str, str]) -> tuple[bool, str]:
+    result = grade_detailed(*pair, timeout=10.0)
+    return result.correct, result.method
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses the fork start method")
+def test_grading_inside_a_daemonic_worker_process():
+    """multiprocessing pool workers may not have multiprocessing children; ours are subprocesses."""
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        results = pool.map(_grade_in_child, [("so \\boxed{\\sqrt{8}}", "2\\sqrt{2}"), ("\\boxed{3}", "4")])
+    assert results == [(True, "symbolic"), (False, "fast")]
 
 
 def test_plain_numbers_never_start_a_worker():

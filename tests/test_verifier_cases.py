@@ -124,6 +124,7 @@ CASES: dict[str, list[tuple[str, str, str]]] = {
         ("145^\\circ", "145^{\\circ}", "135^{\\circ}"),
         ("55^\\circ", "55 ^\\circ", "45^\\circ"),
         ("180^\\circ", "180", "360"),
+        ("45", "\\frac{90^\\circ}{2}", "\\frac{90^\\circ}{3}"),
     ],
     "radicals": [
         ("\\sqrt{2}", "\\sqrt2", "2"),
@@ -278,6 +279,12 @@ CASES: dict[str, list[tuple[str, str, str]]] = {
         ("n = 12", "12", "13"),
         ("f(x) = 3x - 1", "3x-1", "3x+1"),
         ("x = \\frac{1}{2}", "0.5", "2"),
+        ("-\\sqrt{3}", "\\frac{\\sin 20^\\circ - \\sin 40^\\circ}{\\sin 10^\\circ} = -\\sqrt{3}", "x = \\sqrt{3}"),
+        ("4", "a+b=-1+5=4", "a+b=-1+5=5"),
+        ("\\frac{11}{2}", "x \\ge \\frac{8+3}{2} = \\frac{11}{2}", "x \\ge \\frac{11}{2}"),
+        ("3", "x \\equiv 3 \\pmod{9}", "x \\equiv 4 \\pmod{9}"),
+        ("44", "17^{-1} \\equiv 44 \\pmod{83}", "17^{-1} \\equiv 43 \\pmod{83}"),
+        ("6", "2 \\times 3 = 6", "2 \\times 3 = 5"),
     ],
     "inequalities": [
         ("x > 3", "3 < x", "x \\ge 3"),

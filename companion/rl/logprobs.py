@@ -77,19 +77,25 @@ def selected_logprobs(hidden, weight, targets, temperature: float = 1.0, chunk: 
 
 @dataclass
 class PackedBatch:
-    """Prompts (left-padded to P) and completions (right-padded to L) in one rectangle.
+    """Prompt + completion rows in one rectangle, and where each completion token is predicted.
 
-    ``input_ids`` (B, P + L - 1): the last completion token is never an input, since nothing is
-    predicted after it. ``valid`` (B, L): completion tokens up to and including the first EOS.
-    ``positions``/``mask`` are None when no prompt is padded (plain causal attention).
+    ``input_ids`` (B, T). ``completion`` (B, L) right-padded; ``valid`` (B, L): its tokens up to and
+    including the first EOS. ``source`` (B, L): the input position whose output predicts each
+    completion token. ``positions``/``mask`` are None unless rows are left-padded.
+
+    Two layouts give the same log-probs (a test checks it). "right" (the default) writes each row
+    as prompt + completion from position 0 and pads at the end: causal attention alone keeps real
+    tokens away from the padding, so no mask is needed and attention stays on the fused kernel
+    (no (T, T) weights in memory). "left" left-pads the prompts, as the generation engine does, and
+    needs the padding mask and shifted positions.
     """
 
     input_ids: torch.Tensor
     positions: torch.Tensor | None
     mask: torch.Tensor | None
-    prompt_len: int
     completion: torch.Tensor
     valid: torch.Tensor
+    source: torch.Tensor
 
     @property
     def num_rows(self) -> int:
@@ -107,34 +113,55 @@ def completion_mask(completion: torch.Tensor, lengths: torch.Tensor, eos_ids) ->
     return inside & (index <= first_eos[:, None])
 
 
-def pack(prompts: list[list[int]], completions: list[list[int]], pad_id: int, eos_ids, device=None) -> PackedBatch:
-    """Build a ``PackedBatch`` from token lists (each completion at least one token)."""
-    if any(len(c) == 0 for c in completions):
-        raise ValueError("every completion needs at least one token")
-    B, P, L = len(prompts), max(map(len, prompts)), max(map(len, completions))
-    ids = torch.full((B, P + L), pad_id, dtype=torch.long)
-    prompt_valid = torch.zeros(B, P, dtype=torch.bool)
-    for row, (prompt, completion) in enumerate(zip(prompts, completions)):
-        ids[row, P - len(prompt):P] = torch.tensor(prompt)
-        ids[row, P:P + len(completion)] = torch.tensor(completion)
-        prompt_valid[row, P - len(prompt):] = True
+def pack(prompts: list[list[int]], completions: list[list[int]], pad_id: int, eos_ids, device=None,
+         layout: str = "right") -> PackedBatch:
+    """Build a ``PackedBatch`` from token lists (each prompt and completion at least one token)."""
+    if any(len(c) == 0 for c in completions) or any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt and completion needs at least one token")
+    B, L = len(prompts), max(map(len, completions))
+    completion = torch.full((B, L), pad_id, dtype=torch.long)
+    for row, tokens in enumerate(completions):
+        completion[row, :len(tokens)] = torch.tensor(tokens)
     lengths = torch.tensor([len(c) for c in completions])
-    completion = ids[:, P:]
     valid = completion_mask(completion, lengths, eos_ids)
-    positions = mask = None
-    if not bool(prompt_valid.all()):
-        key_valid = torch.cat([prompt_valid, torch.ones(B, L - 1, dtype=torch.bool)], dim=1)  # (B, P+L-1)
-        positions = positions_from_padding(key_valid).to(device)
-        mask = padding_mask(key_valid, P + L - 1).to(device)
-    return PackedBatch(ids[:, :-1].to(device), positions, mask, P, completion.to(device), valid.to(device))
+    if layout == "right":
+        T = max(len(p) + len(c) for p, c in zip(prompts, completions)) - 1
+        ids = torch.full((B, T + 1), pad_id, dtype=torch.long)
+        for row, (prompt, tokens) in enumerate(zip(prompts, completions)):
+            ids[row, :len(prompt) + len(tokens)] = torch.tensor(prompt + tokens)
+        starts = torch.tensor([len(p) for p in prompts])
+        positions = mask = None
+    elif layout == "left":
+        P = max(map(len, prompts))
+        T = P + L - 1
+        ids = torch.full((B, T + 1), pad_id, dtype=torch.long)
+        prompt_valid = torch.zeros(B, P, dtype=torch.bool)
+        for row, prompt in enumerate(prompts):
+            ids[row, P - len(prompt):P] = torch.tensor(prompt)
+            prompt_valid[row, P - len(prompt):] = True
+        ids[:, P:] = completion
+        starts = torch.full((B,), P)
+        positions = mask = None
+        if not bool(prompt_valid.all()):
+            key_valid = torch.cat([prompt_valid, torch.ones(B, L - 1, dtype=torch.bool)], dim=1)  # (B, T)
+            positions = positions_from_padding(key_valid).to(device)
+            mask = padding_mask(key_valid, T).to(device)
+    else:
+        raise ValueError(f"layout must be right or left, got {layout!r}")
+    # The output at position start-1+j predicts completion token j; clamp keeps padding in range.
+    source = (starts[:, None] - 1 + torch.arange(L)[None]).clamp(max=T - 1)  # (B, L)
+    return PackedBatch(ids[:, :-1].to(device), positions, mask, completion.to(device), valid.to(device),
+                       source.to(device))
 
 
 def completion_logprobs(model: Qwen3Model, batch: PackedBatch, temperature: float, chunk: int = 0):
     """Log-prob (B, L) fp32 of each completion token under softmax(logits / temperature), and the
     entropy (B, L) of that distribution (no grad); both 0 outside ``batch.valid``."""
-    hidden = model.hidden_states(batch.input_ids, batch.positions, batch.mask)  # (B, P+L-1, C)
-    hidden = hidden[:, batch.prompt_len - 1:]  # (B, L, C): position P-1+j predicts completion token j
-    logp, entropy = selected_logprobs(hidden[batch.valid], model.lm_head.weight, batch.completion[batch.valid],
-                                      temperature, chunk)  # (N,) each, N = valid tokens
+    hidden = model.hidden_states(batch.input_ids, batch.positions, batch.mask)  # (B, T, C)
+    B, T, C = hidden.shape
+    flat_index = torch.arange(B, device=hidden.device)[:, None] * T + batch.source  # (B, L)
+    selected = hidden.reshape(B * T, C)[flat_index[batch.valid]]  # (N, C), N = valid completion tokens
+    logp, entropy = selected_logprobs(selected, model.lm_head.weight, batch.completion[batch.valid],
+                                      temperature, chunk)  # (N,) each
     zeros = torch.zeros(batch.valid.shape, dtype=torch.float32, device=hidden.device)
     return zeros.masked_scatter(batch.valid, logp), zeros.masked_scatter(batch.valid, entropy)

@@ -38,11 +38,17 @@ def num_parameters(config: ModelConfig) -> int:
 
 
 def activation_floats_per_token(config: ModelConfig) -> int:
-    """Elements one token keeps for the backward pass, over all layers (see the module docstring)."""
+    """Elements one token keeps for the backward pass, over all layers (see the module docstring).
+
+    Per layer: the residual stream, its normalized and its weighted copy, before attention and
+    before the MLP (6C); q: projected, normalized, rotated, attention output (4HD); k likewise and
+    v (4KD); the MLP's gate, up, silu(gate) and product (4I); per-row norm statistics and the
+    attention's log-sum-exp. Outside the layers: the final norm's input and output, cos and sin.
+    """
     C, I, D = config.hidden_size, config.intermediate_size, config.head_dim
-    HD, KD = config.num_attention_heads * D, config.num_key_value_heads * D
-    per_layer = 4 * C + 5 * HD + 4 * KD + 4 * I
-    return config.num_hidden_layers * per_layer + 3 * C  # + embedding output and the final norm
+    H, K = config.num_attention_heads, config.num_key_value_heads
+    per_layer = 6 * C + 4 * H * D + 4 * K * D + 4 * I + 2 * H + K + 2
+    return config.num_hidden_layers * per_layer + 2 * C + 2 * D + 3
 
 
 @dataclass

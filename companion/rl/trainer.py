@@ -18,6 +18,7 @@ import copy
 import math
 import random
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -282,8 +283,10 @@ class GRPOTrainer:
         """The optimizer updates on one batch of rollouts; returns the loss-side metrics."""
         c = self.config
         if not groups:  # dynamic sampling found no group with signal: nothing to learn from
-            for _ in range(c.inner_epochs * c.minibatches):
-                self.scheduler.step()
+            with warnings.catch_warnings():  # the schedule still advances, so steps keep their learning rates
+                warnings.simplefilter("ignore", UserWarning)
+                for _ in range(c.inner_epochs * c.minibatches):
+                    self.scheduler.step()
             return {"skipped_update": 1.0, "learning_rate": self.scheduler.get_last_lr()[0]}
         advantages = self.advantages(groups)
         minibatches = self.micro_batches(groups, advantages)
@@ -366,18 +369,17 @@ class Accumulator:
 
     def metrics(self) -> dict:
         s = self.sums
-        tokens, updates = max(1.0, s.get("tokens", 0)), max(1.0, s.get("updates", 0))
-        out = {
-            "ratio/mean": s.get("ratio", 0) / tokens,
-            "clip_ratio/low_mean": s.get("clip_low", 0) / tokens,
-            "clip_ratio/high_mean": s.get("clip_high", 0) / tokens,
-            "clip_ratio/region_mean": (s.get("clip_low", 0) + s.get("clip_high", 0)) / tokens,
-            "policy_loss": s.get("policy_loss", 0) / updates,
-            "kl_loss": s.get("kl_loss", 0) / updates,
-            "entropy": s.get("entropy", 0) / max(1.0, s.get("first_tokens", 0)),
-            "sampling/logp_difference_mean": s.get("logp_diff", 0) / max(1.0, s.get("valid_tokens", 0)),
-            "grad_norm": s.get("grad_norm", 0) / updates,
-        }
-        if "kl" in s:
-            out["kl"] = s["kl"] / tokens
+        updates = max(1.0, s.get("updates", 0))
+        out = {"policy_loss": s.get("policy_loss", 0) / updates, "kl_loss": s.get("kl_loss", 0) / updates,
+               "grad_norm": s.get("grad_norm", 0) / updates}
+        if s.get("valid_tokens"):
+            out["sampling/logp_difference_mean"] = s["logp_diff"] / s["valid_tokens"]
+        tokens = s.get("tokens", 0)
+        if tokens:  # token means only exist when some token was in the loss
+            out.update({"ratio/mean": s["ratio"] / tokens, "clip_ratio/low_mean": s["clip_low"] / tokens,
+                        "clip_ratio/high_mean": s["clip_high"] / tokens,
+                        "clip_ratio/region_mean": (s["clip_low"] + s["clip_high"]) / tokens,
+                        "entropy": s["entropy"] / s["first_tokens"]})
+            if "kl" in s:
+                out["kl"] = s["kl"] / tokens
         return out

@@ -27,7 +27,7 @@ from .normalize import normalize as normalize_answer
 from .numeric import numbers_equal, parse_number
 
 DEFAULT_TIMEOUT = 5.0
-_MAX_INPUT_CHARS = 100_000  # longer raw answers are refused before normalization
+_MAX_INPUT_CHARS = 5 * MAX_ANSWER_CHARS  # longer raw answers are refused before normalization
 
 
 @dataclass(frozen=True)
@@ -60,10 +60,13 @@ def compare(answer: str | None, gold: str, timeout: float = DEFAULT_TIMEOUT) -> 
         return Outcome(*_numbers_outcome(answer, gold))
     if len(answer) > _MAX_INPUT_CHARS:
         return Outcome(False, f"answer too long ({len(answer)} characters)", "string")
-    answer_norm, gold_norm = normalized(answer), normalized(gold)
-    if not gold_norm:
-        return Outcome(False, "empty gold answer", "string")
-    decided = fast_outcome(answer_norm, gold_norm)
+    try:
+        answer_norm, gold_norm = normalized(answer), normalized(gold)
+        if not gold_norm:
+            return Outcome(False, "empty gold answer", "string")
+        decided = fast_outcome(answer_norm, gold_norm)
+    except RecursionError:
+        return Outcome(False, "too large: nested too deeply", "structure")
     if decided is not None:
         return decided
     return _symbolic(answer_norm, gold_norm, timeout)

@@ -7,6 +7,10 @@ Policies (see also ``normalize.py`` and ``numeric.py``):
 - tuples and points compare in order; sets and bare solution lists in any order;
 - an interval's brackets matter: ``(1, 2]`` is not ``[1, 2]``; ``x > 3`` equals ``(3, \\infty)``;
 - ``x = 3`` equals ``3`` (an assignment to one variable is its value), in either direction;
+- an answer written as a derivation (``2 \\times 3 = 6``, ``a+b = -1+5 = 4``) answers with its
+  last part, unless the gold itself is an equation;
+- an answer list that repeats one value (``0.5 or 1/2``) is that value; a list of different
+  values never equals a single gold value;
 - equations are equal when one is a non-zero multiple of the other (``y = 2x+1`` ~ ``2x+1 = y``);
 - text compares case-insensitively, ignoring articles and plural ``s``;
 - multiple-choice letters ignore parentheses: ``(B)`` == ``B``;
@@ -73,11 +77,17 @@ def _assignment(value: Value) -> tuple[str, Value] | None:
     parts = value.parts
     if _ASSIGNABLE.fullmatch(parts[0]):
         return parts[0], parse_structure(parts[-1], 1)
-    if all(_is_constant(p) for p in parts[:-1]):  # "2 \times 3 = 6": the result is the answer
-        return "", parse_structure(parts[-1], 1)
     if len(parts) == 2 and _ASSIGNABLE.fullmatch(parts[1]):
         return parts[1], parse_structure(parts[0], 1)
     return None
+
+
+def _final_value(value: Value) -> Value | None:
+    """An answer written as a derivation, ``a+b = -1+5 = 4`` or ``x \\ge \\frac{8+3}{2} = \\frac{11}{2}``,
+    answers with its last part. Used for answers only, against a gold that is not a relation."""
+    if not isinstance(value, Relation) or value.ops[-1] != "=":
+        return None
+    return parse_structure(value.parts[-1], 1)
 
 
 def _as_interval(value: Value) -> Interval | None:
@@ -158,6 +168,9 @@ class Comparer:
             return self.same(assigned_a[1], assigned_b[1])
         if assigned_a and not isinstance(b, Relation):
             return self.same(assigned_a[1], b)
+        final = _final_value(a)
+        if final is not None and not isinstance(b, Relation):
+            return self.same(final, b)
         if assigned_b and not isinstance(a, Relation):
             return self.same(a, assigned_b[1])
         return self._dispatch(a, b)

@@ -2,19 +2,24 @@
 
 Rules, in order:
 
-1. With a think block, only the text after the last ``</think>`` counts. An opened but never
-   closed ``<think>`` has no answer in strict mode (the model ran out of tokens while thinking).
-2. Strict mode (RL rewards): the last ``\\boxed{}`` / ``\\fbox{}`` or nothing.
+1. Chat special tokens (``<|im_end|>``) are dropped. With a think block only the text after the
+   last ``</think>`` counts; an opened but never closed ``<think>`` has no answer in strict mode
+   (the model ran out of tokens while thinking), and no bare-number fallback otherwise.
+2. Strict mode (RL rewards): the last ``\\boxed{}`` / ``\\fbox{}``, or nothing (an unclosed box
+   at the end is nothing).
 3. Otherwise the *last* explicit answer marker wins, whatever its kind: a box, "final answer
    is", "the answer is", "Answer:", GSM8K's ``#### n``, ``<answer>...</answer>``. A later
    "The answer is 12" beats an earlier intermediate ``\\boxed{7}``, except that a wordy phrase
-   (no digit, no LaTeX, e.g. "the answer is clear") never overrides a box.
+   ("the answer is clear") never overrides a box, and "let us check our answer: ..." is not a
+   marker. A box cut off by the end of the response counts with what it holds.
 4. Boxes joined only by "or"/"and"/commas are one answer list (``\\boxed{4}`` or ``\\boxed{6}`` is
    "4, 6", which fails against a single gold value: hedging does not pay).
-5. No marker: the last number, or the last ``$...$`` formula when the number sits inside it.
+5. No marker: the last formula (``$...$``, ``\\[...\\]``, the last line of an ``align`` block, a
+   last line that is a bare formula) unless a number comes after it, else the last number (with
+   a ``π``/``√`` attached, or ``x ≤`` in front). Formulas ``$x = 2$ or $x = 3$`` form one list.
 
-All scanning is linear: boxes are found anywhere, the other markers and the number fallback
-only in the last ``TAIL_CHARS`` characters.
+All scanning is linear: boxes are found anywhere, the other markers and the fallback only in the
+last ``TAIL_CHARS`` characters.
 """
 from __future__ import annotations
 
@@ -26,10 +31,18 @@ from .normalize import matching_brace, strip_wrappers
 TAIL_CHARS = 50_000
 PHRASE_CHARS = 300
 MAX_JOINED = 10  # at most this many adjacent boxes form one answer list
+MAX_BOX_CHARS = 20_000  # a box whose content is longer is treated as never closed
 
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
-_PHRASE = re.compile(
-    r"(?:final\s+answer|answer|correct\s+(?:option|choice))\s*(?:\*\*|__)?\s*(?:is|:|=|would\s+be|will\s+be)\s*(?:\*\*|__)?\s*:?", re.I)
+_PHRASE = re.compile(r"(?:final\s+answer|answer|correct\s+(?:option|choice))\s*(?:\*\*|__)?\s*"
+                     r"(?:is|:|=|would\s+be|will\s+be)\s*(?:\*\*|__)?\s*:?", re.I)
+# "let us check our answer: ..." introduces a check, not the answer
+_CHECKING = re.compile(r"(?i)(?:check|verify|confirm|double-check)\w*\s+(?:our|the|my|this|that)?\s*(?:final\s+)?$")
+# "17 and the remainder is 3" → 17; "5, not 6" → 5
+_TRAILING_CLAUSE = re.compile(
+    r",?\s+(?:and|but|because|since|which|so|as|where|with|for|from|if)\s+(?=[A-Za-z]{2,})|,\s*not\s", re.I)
+_WORDY = re.compile(r"(?i)\b(?:clear|correct|wrong|simple|below|above|that|not|obvious|yes|no)\b")
+_SPECIAL_TOKENS = re.compile(r"<\|[A-Za-z_]+\|>|</s>|<eos>")
 _GSM8K = re.compile(r"####\s*([^\n]*)")
 _ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.S | re.I)
 _NUMBER = re.compile(
@@ -39,8 +52,10 @@ _NUMBER = re.compile(
 # "x \u2264 3" at the end of a response: keep the relation, it may be the whole answer.
 _RELATION_TAIL = re.compile(r"(?<![A-Za-z\\])[a-z]\s*(?:\u2264|\u2265|<=|>=|<|>|\\leq?|\\geq?)\s*$")
 # A "$" followed by a digit opens a dollar amount, so it cannot close a formula ("$100/$50").
-_MATH = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$([^$]+?)\$(?!\d)", re.S)
+_MATH = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$([^$]+?)\$(?!\d)"
+                   r"|\\begin\{(?:align|aligned|equation|gather|eqnarray|multline)\*?\}(.+?)\\end\{", re.S)
 _BARE_TOKEN = re.compile(r"[^\s$]+")
+_ASSIGNMENT = re.compile(r"\s*([A-Za-z])\s*=\s*[^=]+")
 _JOINER = re.compile(
     r"[\s$]*(?:,|;|and|or|\\text\{\s*(?:and|or)\s*\}|\\quad)?[\s$]*(?:[A-Za-z]\s*=\s*)?[\s$]*", re.I)
 
@@ -76,7 +91,7 @@ def find_boxes(text: str) -> list[_Candidate]:
         while i < len(text) and text[i] == " ":
             i += 1
         if i < len(text) and text[i] == "{":
-            end = matching_brace(text, i)
+            end = matching_brace(text, i, MAX_BOX_CHARS)
             if end < 0:
                 rest = text[i + 1:] if len(text) - i <= PHRASE_CHARS else ""
                 boxes.append(_Candidate(match.start(), len(text), rest, "unclosed"))
@@ -141,10 +156,6 @@ def _sentence(text: str, start: int) -> str:
     return text[i:j]
 
 
-_TRAILING_CLAUSE = re.compile(
-    r",?\s+(?:and|but|because|since|which|so|as|where|with|for|from|if)\s+(?=[A-Za-z]{2,})|,\s*not\s", re.I)
-
-
 def _cut_clause(content: str) -> str:
     """``17 and the remainder is 3`` → ``17``: drop a trailing clause that starts with a word."""
     match = _TRAILING_CLAUSE.search(content)
@@ -163,10 +174,21 @@ def _inner_box(content: str, cut: bool = False) -> str:
     return _cut_clause(content) if cut else content
 
 
+def _last_formula_in_prose(content: str) -> str:
+    """``the larger of the two: $x=1$`` → ``x=1``: in a wordy phrase, the last formula is the answer."""
+    spans = [m for m in _MATH.finditer(content) if _is_formula(_formula_text(m))]
+    if not spans:
+        return content
+    outside = _MATH.sub(" ", content)
+    return _formula_text(spans[-1]) if re.search(r"[A-Za-z]{3,}", outside) else content
+
+
 def _phrases(text: str) -> list[_Candidate]:
     found = []
     for match in _PHRASE.finditer(text):
-        content = _inner_box(_sentence(text, match.end()), cut=True)
+        if _CHECKING.search(text, max(0, match.start() - 40), match.start()):
+            continue
+        content = _last_formula_in_prose(_inner_box(_sentence(text, match.end()), cut=True))
         if content.strip():
             found.append(_Candidate(match.start(), match.end() + len(content), content, "phrase"))
     return found
@@ -182,34 +204,50 @@ def _markers(text: str) -> list[_Candidate]:
 
 
 def _looks_like_math(text: str) -> bool:
-    return bool(re.search(r"[\d\\^=()\[\]{}+\-/]", text)) or len(text.split()) <= 4 and not re.search(
-        r"(?i)\b(?:clear|correct|wrong|simple|below|above|that|not|obvious|yes|no)\b", text)
+    """Math, or a short answer in words (``Evelyn``), but not "clear" in "the answer is clear"."""
+    if re.search(r"[\d\\^=()\[\]{}+\-/]", text):
+        return True
+    return len(text.split()) <= 4 and not _WORDY.search(text)
 
 
 def _is_formula(text: str) -> bool:
-    """A ``$...$`` span that holds math, not prose between two dollar amounts."""
-    return bool(re.search(r"[\d\\]", text)) and not re.search(r"(?<![\\A-Za-z])[A-Za-z]{3,}", text)
+    """A ``$...$`` span that holds math (or one ``\\text{...}``), not prose between two dollar amounts."""
+    if re.fullmatch(r"\s*\\text\{[^{}]+\}\s*", text):
+        return True
+    mathy = re.search(r"[\d\\]|[A-Za-z]\s*[-+=^/<>]", text)
+    return bool(mathy) and not re.search(r"(?<![\\A-Za-z{])[A-Za-z]{3,}", re.sub(r"\\text\{[^{}]*\}", "", text))
 
 
 def _formula_text(match: re.Match) -> str:
-    return next(g for g in match.groups() if g is not None)
+    """The content of a math span; for a multi-line ``align`` block, its last line."""
+    text = next(g for g in match.groups() if g is not None)
+    if match.lastindex != 5 and "aligned" not in text:
+        return text
+    text = re.sub(r"\\(?:begin|end)\{aligned\}", "", text)
+    lines = [line for line in re.split(r"\\\\(?:\[[^\]]*\])?", text) if line.strip()]
+    return lines[-1].replace("&", "").strip() if lines else text
 
 
 def _last_formula(text: str) -> tuple[int, str] | None:
-    """The last ``$...$`` formula (joined with formulas before it by "and"/"or"/commas), or a last
-    line that is a bare formula; as (end position, right-hand side of its last ``=``)."""
+    """The last ``$...$`` formula (with the ones before it when they list solutions, ``$x = 2$ or
+    $x = 3$``), or a last line that is a bare formula; as (end position, formula). Equations stay
+    whole: the comparison reads ``x = 5`` and ``29 \\cdot 7 = 203`` as their values."""
     formulas = [m for m in _MATH.finditer(text) if _is_formula(_formula_text(m))]
     if formulas:
         group = [formulas[-1]]
+        last = _ASSIGNMENT.fullmatch(_formula_text(formulas[-1]))
         for match in reversed(formulas[-MAX_JOINED:-1]):
-            if not _JOINER.fullmatch(text[match.end():group[0].start()]):
+            same = _ASSIGNMENT.fullmatch(_formula_text(match))
+            # only "x = 2 and x = 3" is a list of solutions; other formulas are steps
+            if not (last and same and same.group(1) == last.group(1)
+                    and _JOINER.fullmatch(text[match.end():group[0].start()])):
                 break
             group.insert(0, match)
-        values = [_formula_text(m).split("=")[-1].strip() for m in group]
+        values = [_formula_text(m).strip() for m in group]
         return formulas[-1].end(), ", ".join(dict.fromkeys(values))
     last_line = text.rstrip().rsplit("\n", 1)[-1].strip().rstrip(".")
     if last_line and _is_formula(last_line):
-        return len(text), last_line.split("=")[-1]
+        return len(text), last_line
     return None
 
 
@@ -235,9 +273,6 @@ def clean(answer: str) -> str:
     while answer.endswith(")") and answer.count(")") > answer.count("("):
         answer = answer[:-1].rstrip()
     return answer
-
-
-_SPECIAL_TOKENS = re.compile(r"<\|[A-Za-z_]+\|>|</s>|<eos>")
 
 
 def extract_answer(response: str | None, strict: bool = False) -> str | None:

@@ -11,7 +11,9 @@ Policy decisions taken here (one place, so they are easy to find):
 - ``\\%`` becomes ``%`` (the comparison decides what a percent equals);
 - thousands separators are removed only when every group has exactly three digits;
 - ``\\dfrac``/``\\tfrac`` are ``\\frac``; ``\\frac12`` and ``\\sqrt2`` get their braces;
-- ``\\text{...}`` is unwrapped (a whole-text answer is recognized later by its words).
+- ``\\text{...}`` is unwrapped (a whole-text answer is recognized later by its words);
+- ``\\equiv`` is ``=`` and a trailing ``\\pmod{n}`` is dropped (``x \\equiv 3 \\pmod 9`` states 3);
+- number words ("five") become digits.
 """
 from __future__ import annotations
 
@@ -51,15 +53,18 @@ def _map_unicode(text: str) -> str:
 
 
 # --------------------------------------------------------------------------- wrappers
+MAX_WRAPPERS = 12  # layers of $...$, bold, boxes around one answer; more is not an answer
+MAX_BRACE_DEPTH = 30  # nesting that brace_arguments rewrites; deeper text is left as it is
 _WRAPPERS = (("$$", "$$"), ("$", "$"), (r"\(", r"\)"), (r"\[", r"\]"), ("**", "**"), ("`", "`"))
 _BOX_PREFIX = re.compile(r"^\\(?:boxed|fbox)\s*\{")
 
 
-def matching_brace(text: str, open_index: int) -> int:
-    """Index of the ``}`` closing the ``{`` at ``open_index``, or -1. Escaped braces are skipped."""
+def matching_brace(text: str, open_index: int, limit: int | None = None) -> int:
+    """Index of the ``}`` closing the ``{`` at ``open_index``, or -1 (also when it is not found
+    within ``limit`` characters). Escaped braces are skipped."""
     depth = 0
     i = open_index
-    n = len(text)
+    n = len(text) if limit is None else min(len(text), open_index + limit)
     while i < n:
         char = text[i]
         if char == "\\":
@@ -79,7 +84,9 @@ def strip_wrappers(text: str) -> str:
     """Remove what surrounds an answer but is not part of it: ``$..$``, ``\\(..\\)``, bold, a box,
     a trailing period, ``I hope it is correct``."""
     previous = None
-    while previous != text:
+    for _ in range(MAX_WRAPPERS):
+        if previous == text:
+            break
         previous = text
         text = text.strip()
         text = re.sub(r"(?i)\.?\s*I hope it is correct\.?$", "", text)
@@ -121,10 +128,12 @@ def _read_argument(text: str, i: int) -> tuple[str, int] | None:
 _ARG_COMMANDS = re.compile(r"\\(frac|binom|sqrt)(?![A-Za-z])")
 
 
-def brace_arguments(text: str) -> str:
+def brace_arguments(text: str, depth: int = 0) -> str:
     """``\\frac12`` → ``\\frac{1}{2}``, ``\\frac 34``, ``\\frac9{19}``, ``\\sqrt2`` → ``\\sqrt{2}``.
 
     Follows LaTeX: an unbraced argument is one character, so ``\\sqrt51`` is ``\\sqrt{5}1``."""
+    if depth > MAX_BRACE_DEPTH:
+        return text
     out: list[str] = []
     pos = 0
     for match in _ARG_COMMANDS.finditer(text):
@@ -143,7 +152,7 @@ def brace_arguments(text: str) -> str:
             argument = _read_argument(text, i)
             if argument is None:
                 break
-            out.append("{" + brace_arguments(argument[0]) + "}")
+            out.append("{" + brace_arguments(argument[0], depth + 1) + "}")
             i = argument[1]
         pos = i
     out.append(text[pos:])
@@ -249,10 +258,18 @@ _WORD_NUMBERS = {
 
 
 # --------------------------------------------------------------------------- the pipeline
+PLAIN_NUMBER = re.compile(r"-?(?:\d+(?:\.\d+)?|\.\d+)")
 _SPACING = re.compile(r"\\\\|\\[,;:! >]|\\q?quad(?![A-Za-z])|~")
 _SIZING = re.compile(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|Biggl|Biggr|big|Big|bigg|Bigg)(?![A-Za-z])\s*")
-_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\^\s*\{\s*\\circ\s*\}|\\circ(?![A-Za-z])|\\degree(?![A-Za-z])")
+_STYLE = re.compile(r"\\(?:displaystyle|textstyle|scriptstyle|mathstrut)(?![A-Za-z])")
+_BRACKETED_MATRIX = re.compile(r"^[\[(]\s*(\\begin\{(\w+)\}.*\\end\{\2\})\s*[\])]$", re.S)
+_CURRENCY = re.compile(r"\\\$|\\textdollar|\$|\\(?:euro|pounds)(?![A-Za-z])|[€£¥]|US(?=\d)")
+_DEGREES = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![A-Za-z])|\\circ(?![A-Za-z])|\\degree(?![A-Za-z])")
+# "x \equiv 3 \pmod{9}": a congruence states a value; the modulus is context.
+_MODULUS = re.compile(r"\s*(?:\\pmod\s*\{[^{}]*\}|\\pmod\s*\w+|\(\s*\\(?:bmod|mod)\s*[^()]*\)"
+                      r"|\\(?:bmod|mod)\s*\{?\w+\}?)\s*$")
 _INFINITY = re.compile(r"\\infinity|\\inf(?![A-Za-z])|(?<![A-Za-z\\])(?:infinity|infty|inf)(?![A-Za-z])")
+_SPACE = re.compile(r"(.) (?=(.))")
 
 
 def _keep_space(before: str, after: str) -> bool:
@@ -265,47 +282,49 @@ def _squash_spaces(text: str) -> str:
     return _SPACE.sub(lambda m: m.group(1) + (" " if _keep_space(m.group(1), m.group(2)) else ""), text)
 
 
-_SPACE = re.compile(r"(.) (?=(.))")
-_BRACKETED_MATRIX = re.compile(r"^[\[(]\s*(\\begin\{(\w+)\}.*\\end\{\2\})\s*[\])]$", re.S)
+def _strip_markup(text: str) -> str:
+    """Layout that never changes a value: ``\\left``, ``\\displaystyle``, spacing, ``\\dfrac``,
+    thousands separators, currency, degree signs, a congruence's modulus."""
+    text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")
+    text = text.replace("\\dbinom", "\\binom").replace("\\tbinom", "\\binom")
+    text = _SIZING.sub("", _STYLE.sub("", text))
+    text = _BRACKETED_MATRIX.sub(r"\1", text.strip())
+    text = _remove_thousands(text)
+    text = _SPACING.sub(lambda m: m.group(0) if m.group(0) == "\\\\" else " ", text)
+    text = _CURRENCY.sub(" ", text)
+    text = text.replace("\\%", "%").replace("\\percent", "%")
+    text = re.sub(r"\s*(?:percent|per cent)\s*$", "%", text)
+    text = _DEGREES.sub("", text)
+    return _MODULUS.sub("", text).replace("\\equiv", "=")
 
 
-PLAIN_NUMBER = re.compile(r"-?(?:\d+(?:\.\d+)?|\.\d+)")
+def _strip_words(text: str) -> str:
+    """Units, ``\\text{...}`` wrappers and lead-in words ("so", "approximately", "x is")."""
+    text = re.sub(r"\\text\{\s*\}", "", _unify_text_commands(text))
+    text = _drop_units(text.strip())
+    text = _unwrap_text(text)
+    text = _drop_units(text.strip())
+    return _LEADING_FILLER.sub("", strip_wrappers(text))
+
+
+def _canonical_symbols(text: str) -> str:
+    """One spelling for the reals, the empty set, infinity, "and"/"or" lists, braces, spaces."""
+    text = re.sub(r"\\(?:mathbb|Bbb)\{R\}|\\R(?![A-Za-z])", r"(-\\infty,\\infty)", text)
+    text = re.sub(r"\\varnothing|\\\{\s*\\\}", r"\\emptyset", text)
+    text = _INFINITY.sub(r"\\infty", text)
+    text = re.sub(r"\+\s*\\infty", r"\\infty", text)
+    if re.search(r"[\d\\=]", text):
+        text = re.sub(r"(?<![A-Za-z])(?:and|or)(?![A-Za-z])", ",", text)
+    text = brace_arguments(text).replace("**", "^")
+    return _remove_thousands(_squash_spaces(text))
 
 
 def normalize(answer: str) -> str:
     """The canonical spelling of ``answer`` (see the module docstring for the policy)."""
     if PLAIN_NUMBER.fullmatch(answer):
         return answer  # the common case, already canonical
-    text = _map_unicode(answer)
-    text = strip_wrappers(text)
-    text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")
-    text = text.replace("\\dbinom", "\\binom").replace("\\tbinom", "\\binom")
-    text = re.sub(r"\\(?:displaystyle|textstyle|scriptstyle|mathstrut)(?![A-Za-z])", "", text)
-    text = _SIZING.sub("", text)
-    text = _BRACKETED_MATRIX.sub(r"\1", text.strip())
-    text = _remove_thousands(text)
-    text = _SPACING.sub(lambda m: m.group(0) if m.group(0) == "\\\\" else " ", text)
-    text = text.replace("\\$", " ").replace("\\textdollar", " ").replace("$", " ")
-    text = re.sub(r"\\(?:euro|pounds)(?![A-Za-z])|[€£¥]|US(?=\d)", " ", text)
-    text = text.replace("\\%", "%").replace("\\percent", "%")
-    text = re.sub(r"\s*(?:percent|per cent)\s*$", "%", text)
-    text = _DEGREES.sub("", text)
-    text = _unify_text_commands(text)
-    text = re.sub(r"\\text\{\s*\}", "", text)
-    text = _drop_units(text.strip())
-    text = _unwrap_text(text)
-    text = _drop_units(text.strip())
-    text = strip_wrappers(text)
-    text = _LEADING_FILLER.sub("", text)
-    text = re.sub(r"\\(?:mathbb|Bbb)\{R\}|\\R(?![A-Za-z])", r"(-\\infty,\\infty)", text)
-    text = re.sub(r"\\varnothing|\\\{\s*\\\}", r"\\emptyset", text)
-    text = _INFINITY.sub(r"\\infty", text)
-    text = re.sub(r"\+\s*\\infty", r"\\infty", text)
-    text = re.sub(r"(?<![A-Za-z])(?:and|or)(?![A-Za-z])", ",", text) if re.search(r"[\d\\=]", text) else text
-    text = brace_arguments(text)
-    text = text.replace("**", "^")
-    text = _squash_spaces(text)
-    text = _remove_thousands(text)
+    text = strip_wrappers(_map_unicode(answer))
+    text = _canonical_symbols(_strip_words(_strip_markup(text)))
     word = text.lower().rstrip(".")
     if word in _WORD_NUMBERS:
         return str(_WORD_NUMBERS[word])

@@ -25,6 +25,17 @@ from pathlib import Path
 
 STARTUP_TIMEOUT = 120.0
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
+# The worker imports only ``companion.verifier``: ``companion/__init__.py`` (torch, the model) is
+# replaced by an empty package object, which keeps start-up near a second and memory small.
+_BOOTSTRAP = (
+    "import sys, types\n"
+    "package = types.ModuleType('companion')\n"
+    "package.__path__ = [sys.argv[1]]\n"
+    "sys.modules['companion'] = package\n"
+    "from companion.verifier._worker import main\n"
+    "main()\n"
+)
 
 
 class WorkerTimeout(Exception):
@@ -39,12 +50,10 @@ class _Worker:
     """One child process speaking JSON lines."""
 
     def __init__(self) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = PACKAGE_ROOT + os.pathsep + env.get("PYTHONPATH", "")
         self.process = subprocess.Popen(
-            [sys.executable, "-u", "-m", "companion.verifier._worker"],
+            [sys.executable, "-u", "-c", _BOOTSTRAP, PACKAGE_DIR],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, bufsize=1, env=env, cwd=PACKAGE_ROOT)
+            text=True, bufsize=1, cwd=PACKAGE_ROOT)
         self.lines: queue.Queue = queue.Queue()
         self.stderr_tail: collections.deque = collections.deque(maxlen=30)
         threading.Thread(target=self._pump, args=(self.process.stdout, self.lines.put), daemon=True).start()

@@ -158,7 +158,7 @@ _FUNCTION_WORDS = frozenset("sin cos tan sec csc cot log ln exp sqrt pi arcsin a
 _CHOICE = re.compile(r"\(([A-E])\).*|([A-E])\).*|([A-E])", re.S)
 _TEXT = re.compile(r"[A-Za-z][A-Za-z' \-]*")
 _BASE = re.compile(r"([0-9A-Za-z]+)_\{?\(?(\d+)\)?\}?")
-_ELEMENT_OF = re.compile(r"^(?:[A-Za-z]|\([A-Za-z](?:,[A-Za-z])*\))\s*\\in\s*(.+)$")
+_ELEMENT_OF = re.compile(r"^(?:[A-Za-z]|\\[a-z]+|\([A-Za-z](?:,[A-Za-z])*\))\s*\\in\s*(.+)$")
 _MATRIX = re.compile(r"^\\begin\{([pbBvV]?matrix|array)\}(.*)\\end\{\1\}$", re.S)
 
 

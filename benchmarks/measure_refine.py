@@ -1,0 +1,202 @@
+"""Measure self-refinement on a model and write the results (markdown + JSON + reliability plot).
+
+1. Drafts: greedy, step-by-step prompt, one per test problem (shared by every setting below).
+2. Calibration: AUROC and expected calibration error of each confidence score, as a predictor
+   of whether the draft is right.
+3. The loop as specified, for each scorer: up to ``--rounds`` review-and-revise rounds, a
+   revision kept only if it scores better; plus the "always accept" baseline (no scorer).
+   Accuracy after each round, answers changed right->wrong and wrong->right, tokens.
+4. A setting chosen to help: revise only drafts whose confidence is below a threshold. The
+   scorer, threshold and accept rule are chosen on the *validation* split (so the test numbers
+   are not tuned on the test set), then run on the test split.
+
+    python benchmarks/measure_refine.py --model data/tiny-reasoner --limit 500
+    python benchmarks/measure_refine.py --model data/tiny-reasoner --limit 40 --val-limit 40
+
+Writes OUT_DIR/refine.md, refine.json and refine_reliability.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from companion import refine
+from companion.checkpoint import load_model
+from companion.data import load_problems
+from companion.generate import generate
+from companion.prompts import build_prompt
+from companion.refine import SCORERS, auroc, confidence, expected_calibration_error, reliability
+from companion.tiny import build_revise_prompt
+from companion.verifier import equivalent, extract_answer
+
+THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def is_right(text: str, gold: str) -> bool:
+    answer = extract_answer(text)
+    return answer is not None and equivalent(answer, gold)
+
+
+def drafts_for(model, tokenizer, problems, args):
+    prompts = [build_prompt(tokenizer, p.question, "cot") for p in problems]
+    results = generate(model, tokenizer, prompts, args.max_new_tokens, batch_size=args.batch_size, progress=True)
+    return [r.text for r in results], [r.num_tokens for r in results]
+
+
+def loop_row(model, tokenizer, problems, drafts, tokens, args, label: str, **options) -> dict:
+    records = refine.run_problems(model, tokenizer, problems, drafts=drafts, draft_tokens=tokens,
+                                  max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, **options)
+    summary = refine.summarize(records)
+    return {"setting": label, **{k: v for k, v in summary.items() if not k.startswith("auroc")}}, records
+
+
+def calibration_rows(records) -> list[dict]:
+    right = [r["correct_by_round"][0] for r in records]
+    rows = []
+    for name in SCORERS:
+        values = [refine.json_score(r["draft_scores"][name]) for r in records]
+        confidences = [confidence(name, v) for v in values]
+        rows.append({"scorer": name, "auroc": auroc(values, right),
+                     "ece": expected_calibration_error(reliability(confidences, right))})
+    return rows
+
+
+def one_round_outcomes(model, tokenizer, problems, args) -> list[dict]:
+    """For each validation problem: the draft, one greedy revision, every score of both, and
+    whether each is right. Any (scorer, threshold, accept rule) of a one-round loop can then be
+    evaluated without running the model again."""
+    drafts, _ = drafts_for(model, tokenizer, problems, args)
+    prompts = [build_prompt(tokenizer, p.question, "cot") for p in problems]
+    reviews = [build_revise_prompt(tokenizer, p.question, d) for p, d in zip(problems, drafts)]
+    revisions = [r.text for r in generate(model, tokenizer, reviews, args.max_new_tokens, batch_size=args.batch_size,
+                                          progress=True)]
+    draft_scores = refine.score_responses(model, tokenizer, prompts, drafts, args.batch_size)
+    revision_scores = refine.score_responses(model, tokenizer, prompts, revisions, args.batch_size)
+    outcomes = []
+    for p, d, r, ds, rs in zip(problems, drafts, revisions, draft_scores, revision_scores):
+        outcomes.append({"draft": refine.all_scores(ds), "revision": refine.all_scores(rs),
+                         "draft_right": is_right(d, p.answer), "revision_right": is_right(r, p.answer)})
+    return outcomes
+
+
+def choose_gate(outcomes) -> dict:
+    """The (scorer, threshold, accept rule) with the best one-round accuracy on these outcomes."""
+    best = None
+    for name in SCORERS:
+        for threshold in THRESHOLDS:
+            for rule in refine.ACCEPT_RULES:
+                right = 0
+                for o in outcomes:
+                    revise = confidence(name, o["draft"][name]) < threshold
+                    take = revise and refine.revision_accepted(o["draft"][name], o["revision"][name], rule)
+                    right += o["revision_right"] if take else o["draft_right"]
+                candidate = {"scorer": name, "revise_below": threshold, "accept": rule,
+                             "validation_accuracy": right / len(outcomes)}
+                if best is None or candidate["validation_accuracy"] > best["validation_accuracy"]:
+                    best = candidate
+    best["validation_draft_accuracy"] = sum(o["draft_right"] for o in outcomes) / len(outcomes)
+    return best
+
+
+def markdown(meta, calibration, rows, gate) -> str:
+    lines = [f"Model `{meta['model']}`, {meta['benchmark']} {meta['split']}, {meta['problems']} problems, greedy "
+             f"drafts and revisions; commit {meta['commit']}, {meta['seconds']:.0f} s on {meta['machine']}.", "",
+             "Calibration of the draft's confidence (does it predict a right draft?):", "",
+             "| scorer | AUROC | ECE |", "|---|---:|---:|"]
+    lines += [f"| {c['scorer']} | {c['auroc']:.3f} | {c['ece']:.3f} |" for c in calibration]
+    rounds = meta["rounds"]
+    head = " | ".join(f"after {r}" for r in range(1, rounds + 1))
+    lines += ["", f"| setting | draft | {head} | right→wrong | wrong→right | revised | tokens |",
+              "|---|---:|" + "---:|" * rounds + "---:|---:|---:|---:|"]
+    for r in rows:
+        after = " | ".join(f"{100 * r.get(f'accuracy_round_{i}', r['accuracy']):.1f}%" for i in range(1, rounds + 1))
+        lines.append(f"| {r['setting']} | {100 * r['accuracy_round_0']:.1f}% | {after} | {100 * r['right_to_wrong']:.1f}% "
+                     f"| {100 * r['wrong_to_right']:.1f}% | {100 * r['revised_fraction']:.0f}% | {r['tokens_per_problem']:.0f} |")
+    lines += ["", f"Gate chosen on {meta['val_problems']} validation problems: scorer {gate['scorer']}, revise "
+              f"below confidence {gate['revise_below']}, accept {gate['accept']} (validation: "
+              f"{100 * gate['validation_draft_accuracy']:.1f}% → {100 * gate['validation_accuracy']:.1f}%)."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="model folder (default: the shipped tiny model)")
+    parser.add_argument("--benchmark", default="arith", choices=("arith", "gsm8k", "math500"))
+    parser.add_argument("--split", default=None)
+    parser.add_argument("--val-split", default="validation", help="split to choose the gate on")
+    parser.add_argument("--limit", type=int, default=500)
+    parser.add_argument("--val-limit", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--out-dir", default="benchmarks/results")
+    args = parser.parse_args()
+
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    model, tokenizer = load_model(args.model, device="cpu")
+    problems = load_problems(args.benchmark, split=args.split, limit=args.limit)
+    drafts, tokens = drafts_for(model, tokenizer, problems, args)
+
+    rows, first_records = [], None
+    for name in SCORERS:
+        row, records = loop_row(model, tokenizer, problems, drafts, tokens, args, f"{name}, accept if better",
+                                rounds=args.rounds, scorer=name)
+        rows.append(row)
+        first_records = first_records or records  # every run scores the same drafts
+        print(row, flush=True)
+    calibration = calibration_rows(first_records)
+    row, _ = loop_row(model, tokenizer, problems, drafts, tokens, args, "no scorer, always accept",
+                      rounds=args.rounds, accept="always")
+    rows.append(row)
+
+    val_problems = load_problems(args.benchmark, split=args.val_split, limit=args.val_limit)
+    gate = choose_gate(one_round_outcomes(model, tokenizer, val_problems, args))
+    for rounds in range(1, args.rounds + 1):
+        row, _ = loop_row(model, tokenizer, problems, drafts, tokens, args,
+                          f"gated: {gate['scorer']} < {gate['revise_below']}, accept {gate['accept']}, {rounds} round(s)",
+                          rounds=rounds, scorer=gate["scorer"], accept=gate["accept"], revise_below=gate["revise_below"])
+        rows.append(row)
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = first_records
+    right = [r["correct_by_round"][0] for r in records]
+    fig, axes = plt.subplots(1, len(SCORERS), figsize=(4 * len(SCORERS), 4))
+    for ax, name in zip(axes, SCORERS):
+        refine.plot_reliability([confidence(name, refine.json_score(r["draft_scores"][name])) for r in records], right,
+                                ax=ax, label=name)
+        ax.set_title(name)
+    fig.savefig(out / "refine_reliability.png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+    meta = {"model": args.model or "data/tiny-reasoner", "benchmark": args.benchmark, "split": args.split or "test",
+            "problems": len(problems), "val_problems": len(val_problems), "rounds": args.rounds,
+            "max_new_tokens": args.max_new_tokens, "commit": git_commit(), "seconds": time.perf_counter() - started,
+            "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"}
+    (out / "refine.json").write_text(json.dumps({"meta": meta, "calibration": calibration, "rows": rows, "gate": gate},
+                                                indent=2) + "\n")
+    table = markdown(meta, calibration, rows, gate)
+    (out / "refine.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""The shipped tiny model (data/tiny-reasoner): it loads everywhere and does what its card says."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from companion import load_model, tiny
+from companion.generate import generate
+from companion.hub import DEFAULT_MODEL
+from companion.prompts import build_prompt, build_revise_prompt
+from companion.synthetic import read_split
+from companion.verifier import grade
+
+FOLDER = Path(DEFAULT_MODEL)
+FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
+         "README.md", "loss.png", "log.jsonl", "report.json")
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_model(FOLDER, device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def report():
+    return json.loads((FOLDER / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def prompts(shipped):
+    _, tokenizer = shipped
+    problems = read_split("test")[:3]
+    texts = [build_prompt(tokenizer, p["question"], style) for p in problems for style in ("cot", "thinking")]
+    return texts + ["Ava has 12 apples. She eats 5 apples. How many apples does Ava have now?"]
+
+
+def test_the_folder_is_complete_and_small():
+    assert {name for name in FILES} <= {p.name for p in FOLDER.iterdir()}
+    assert (FOLDER / "model.safetensors").stat().st_size <= 25 * 1024**2
+    log = [json.loads(line) for line in (FOLDER / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, len(log) + 1))
+    assert log[-1]["step"] == tiny.DEFAULT_STEPS  # the shipped model is the default command's
+
+
+def test_transformers_gives_the_same_logits_and_tokens(shipped, prompts):
+    transformers = pytest.importorskip("transformers")
+    model, tokenizer = shipped
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(FOLDER, torch_dtype=torch.float32).eval()
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(FOLDER)
+    for text in prompts:
+        ids = tokenizer.encode(text)
+        assert hf_tokenizer.encode(text, add_special_tokens=False) == ids
+        with torch.no_grad():
+            ours = model(torch.tensor([ids]))
+            theirs = hf_model(torch.tensor([ids])).logits
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    messages = [{"role": "user", "content": "What is 2 + 3?"}]
+    for thinking in (True, False):
+        assert hf_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                enable_thinking=thinking) == \
+            tokenizer.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=thinking)
+
+
+def test_greedy_cot_accuracy_matches_the_card(shipped, report):
+    """Greedy cot on the first problems of the test split, against the number the report stores for them."""
+    model, tokenizer = shipped
+    first = report["greedy_first"]
+    records = read_split("test")[:first["problems"]]
+    outputs = generate(model, tokenizer, [build_prompt(tokenizer, r["question"], "cot") for r in records],
+                       tiny.MAX_NEW_TOKENS["cot"], batch_size=first["problems"])
+    accuracy = sum(grade(o.text, r["answer"]) for o, r in zip(outputs, records)) / len(records)
+    assert abs(accuracy - first["cot"]) <= 0.05, (accuracy, first["cot"])
+    assert f"{first['cot']:.1%}" in (FOLDER / "README.md").read_text()
+
+
+def test_the_card_holds_the_measured_numbers(report):
+    card = (FOLDER / "README.md").read_text()
+    assert "python -m companion train-tiny --out" in card
+    for value in list(report["greedy"].values()) + [report["pass@8"]] + list(report["by_steps"].values()):
+        assert f"{value:.1%}" in card
+    assert report["problems"] >= 500 and report["split"] == "test"
+    assert report["greedy"]["cot"] > report["greedy"]["direct"]
+    assert report["pass@8"] >= report["greedy"]["cot"] + 0.15
+
+
+def test_the_model_reviews_an_attempt(shipped):
+    """Self-refinement: shown a solution with a slip, the model checks it line by line."""
+    model, tokenizer = shipped
+    problem = next(p for p in tiny.split_problems("test") if len(p.steps) == 2)
+    attempt = tiny.slipped_attempt(problem, random.Random(0))
+    prompt = build_revise_prompt(tokenizer, problem.question, attempt.text(problem))
+    [output] = generate(model, tokenizer, prompt, tiny.MAX_NEW_TOKENS["revise"])
+    assert output.text.startswith("Check: ") and "\\boxed{" in output.text, output.text
