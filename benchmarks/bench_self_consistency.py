@@ -69,7 +69,11 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sequential", action="store_true", help="also time N separate calls (slow)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (1 is steadier on a machine shared with other jobs)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     model = make_model(args.model)

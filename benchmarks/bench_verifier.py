@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import re
@@ -97,7 +98,7 @@ def equivalent_forms(gold: str) -> list[str]:
     if match := re.fullmatch(r"([a-z])\s*=\s*(.+)", gold):
         forms.append(match.group(2))
     if match := re.fullmatch(r"(\d+)\s*\\pi", gold):
-        forms += [f"{match.group(1)}\u03c0", f"\pi \cdot {match.group(1)}"]
+        forms += [f"{match.group(1)}\u03c0", f"\\pi \\cdot {match.group(1)}"]
     if "pmatrix" in gold:
         forms.append(gold.replace("pmatrix", "bmatrix"))
     reordered = _reorder_terms(gold)
@@ -355,6 +356,9 @@ def adversarial_cases() -> list[dict]:
         ("enormous", "The answer is " + "9" * 5000 + ".", "9", False),
         ("enormous", "x" * 60_000 + " The answer is 3.", "3", True),
         ("enormous", "\\boxed{3}" + " filler" * 10_000, "3", True),
+        ("enormous", "Final Answer:" * 3000 + " 7", "7", True),
+        ("enormous", "\\[" * 3000 + " so the answer is 7.", "7", True),
+        ("enormous", "The answer is" + " " * 20_000 + "x", "5", False),
         ("unicode", "The answer is \u22125.", "-5", True),
         ("unicode", "The answer is \u221a2.", "\\sqrt{2}", True),
         ("unicode", "So the area is 8\u03c0.", "8\\pi", True),
@@ -372,7 +376,8 @@ def adversarial_cases() -> list[dict]:
         ("close", "The answer is \\boxed{2.3333333}.", "\\frac{7}{3}", True),
         ("intervals", "The solution set is \\boxed{[1, 4]}.", "(1, 4]", False),
         ("intervals", "The solution set is \\boxed{(1, 4]}.", "(1, 4]", True),
-        ("intervals", "So $x \\in \\boxed{(-\\infty, 2) \\cup (3, \\infty)}$.", "(-\\infty, 2) \\cup (3, \\infty)", True),
+        ("intervals", "So $x \\in \\boxed{(-\\infty, 2) \\cup (3, \\infty)}$.",
+         "(-\\infty, 2) \\cup (3, \\infty)", True),
         ("intervals", "Thus \\boxed{x > 5}.", "(5,\\infty)", True),
         ("intervals", "Thus \\boxed{x \\geq 5}.", "(5,\\infty)", False),
         ("tuples", "The point is \\boxed{(8, -2)}.", "(8,-2)", True),
@@ -464,6 +469,7 @@ class MathVerify:
     def __init__(self) -> None:
         from math_verify import parse, verify
 
+        logging.getLogger("math_verify").setLevel(logging.CRITICAL)  # it logs every time-out it hits
         self.parse, self.verify = parse, verify
         self.golds: dict[str, list] = {}
 

@@ -134,9 +134,14 @@ def summarize(records: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
             if record.get(key) is not None:
                 groups[str(record[key])].append(record)
         if groups:
-            ordered = sorted(groups, key=lambda g: (not g.lstrip("-").isdigit(), int(g) if g.lstrip("-").isdigit() else 0, g))
-            summary[key] = {g: _group(groups[g]) for g in ordered}
+            summary[key] = {g: _group(groups[g]) for g in sorted(groups, key=_group_order)}
     return summary
+
+
+def _group_order(name: str) -> tuple:
+    """Numbers in numeric order (level 2 before level 10), then names alphabetically."""
+    numeric = name.lstrip("-").isdigit()
+    return (not numeric, int(name) if numeric else 0, name)
 
 
 def format_summary(summary: dict[str, dict[str, dict[str, float]]]) -> str:
@@ -311,7 +316,8 @@ def _run_regrade(args) -> int:
     before = summarize(records)["all"]["all"]["accuracy"] if all("correct" in r for r in records) else float("nan")
     summary = summarize(updated)
     print(format_summary(summary))
-    print(f"{len(changes)} of {len(records)} records changed" + (" (a cut-off last line was skipped)" if truncated else ""))
+    note = " (a cut-off last line was skipped)" if truncated else ""
+    print(f"{len(changes)} of {len(records)} records changed{note}")
     if args.write:
         write_records(path, updated)
         print(f"wrote {path}")

@@ -88,8 +88,20 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
         scaled = logits / params.temperature
         logprobs = torch.log_softmax(scaled, dim=-1)
         probs = torch.softmax(filter_logits(scaled, params.top_k, params.top_p), dim=-1)
-        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        tokens = _draw(probs, generator)
     return tokens, logprobs.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def _draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row by inverse-CDF sampling: (B, V) probabilities -> (B,) ids.
+
+    Much faster than torch.multinomial over a 150k vocabulary. ``u`` is scaled by each row's total
+    so that rounding can never push it past the last token, and ``right=True`` means a token of
+    probability zero (outside the nucleus) is never chosen.
+    """
+    cdf = probs.cumsum(dim=-1)
+    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
 
 
 def _left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,8 +30,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
-        return self.weight * normed.to(x.dtype)
+        x32 = x.float()
+        # sum * (1/D) rather than mean(): same value, about half the kernel launches on CPU
+        mean_square = (x32 * x32).sum(dim=-1, keepdim=True) * (1.0 / x.shape[-1])
+        return self.weight * (x32 * torch.rsqrt(mean_square + self.eps)).to(x.dtype)
 
 
 # ---- rotary position embedding -------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -38,14 +37,15 @@ class FakeGenerate:
         for prompt in prompts:
             a, b = map(int, re.search(r"What is (\d+) \+ (\d+)", prompt).groups())
             answer = a + b if a % 2 == 0 else a + b + 1
-            text = f"{a} + {b} = {answer}. " + (f"\\boxed{{{answer}}}" if self.style == "boxed" else f"The answer is {answer}.")
+            final = f"\\boxed{{{answer}}}" if self.style == "boxed" else f"The answer is {answer}."
+            text = f"{a} + {b} = {answer}. {final}"
             results.append(SimpleNamespace(text=text, token_ids=list(range(len(text) // 4)), finish_reason="stop"))
         return results
 
 
 def problems(n: int = 10) -> list[Problem]:
-    return [Problem(id=f"p{i}", question=f"What is {i} + 3?", answer=str(i + 3), subject="Algebra" if i < 4 else "Geometry",
-                    level=1 + i % 2, steps=1 + i % 3) for i in range(n)]
+    return [Problem(id=f"p{i}", question=f"What is {i} + 3?", answer=str(i + 3),
+                    subject="Algebra" if i < 4 else "Geometry", level=1 + i % 2, steps=1 + i % 3) for i in range(n)]
 
 
 def test_records_and_report(tmp_path):
@@ -56,7 +56,8 @@ def test_records_and_report(tmp_path):
     records, truncated = read_records(out)
     assert not truncated and [r["id"] for r in records] == [f"p{i}" for i in range(10)]
     first = records[0]
-    assert first["prompt"] == "<user>What is 0 + 3?\nSolve it step by step, then give the final answer in \\boxed{}.</user><think=False>"
+    instruction = "Solve it step by step, then give the final answer in \\boxed{}."
+    assert first["prompt"] == f"<user>What is 0 + 3?\n{instruction}</user><think=False>"
     assert first["response"].endswith("\\boxed{3}") and first["extracted"] == "3" and first["gold"] == "3"
     assert first["correct"] and first["correct_strict"] and first["reason"] == "equal"
     assert (first["subject"], first["level"], first["steps"], first["finish_reason"]) == ("Algebra", 1, 1, "stop")
@@ -151,25 +152,58 @@ def main(argv: list[str]) -> int:
     return args.func(args)
 
 
-def test_command_line_end_to_end(tmp_path, shared_data, capsys):
-    from companion.checkpoint import save_model
-    from companion.tokenizer import load_tokenizer
-    from test_scaling import scripted_model
+def scripted_tiny_model(tokenizer, prompt: str, reply: str):
+    """A one-layer model over a small vocabulary that answers any prompt ending like ``prompt``
+    with ``reply`` then ``<|im_end|>``: a bigram table (one-hot embeddings, attention and MLP
+    outputs zeroed, the LM head maps each token to its successor)."""
+    import torch
 
-    tokenizer = load_tokenizer(shared_data / "qwen3-0.6b")
-    folder = save_model(scripted_model({"7": 1.0}), tokenizer, tmp_path / "scripted")
+    from companion.config import ModelConfig
+    from companion.model import Qwen3Model
+
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    chain = [tokenizer.encode(prompt)[-1]] + tokenizer.encode(reply) + [end]
+    assert len(set(chain)) == len(chain), "the scripted chain needs distinct tokens"
+    hidden = 16
+    config = ModelConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=512,
+                         tie_word_embeddings=False, eos_token_id=end)
+    model = Qwen3Model(config).init_weights(seed=0)
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.o_proj.weight.zero_()
+            block.mlp.down_proj.weight.zero_()
+        model.embed.weight.zero_()
+        model.lm_head.weight.zero_()
+        for state, (token, successor) in enumerate(zip(chain, chain[1:])):
+            model.embed.weight[token, state] = 1.0
+            model.lm_head.weight[successor, state] = 40.0 / hidden ** 0.5  # RMSNorm scales one-hot by sqrt(hidden)
+    return model.eval()
+
+
+def test_command_line_end_to_end(tmp_path, capsys):
+    from companion.checkpoint import save_model
+    from companion.prompts import build_prompt
+    from companion.tiny import train_tokenizer
+
+    records = [{"id": f"arith-test-{i:05d}", "question": f"Tom has {i} apples, gets {7 - i} more. How many?",
+                "solution": f"{i} + {7 - i} = 7\n#### 7", "answer": str(7 if i < 3 else 8), "steps": 1 + i % 2}
+               for i in range(4)]
+    texts = [r["question"] + " " + r["solution"] + " \\boxed{7}" for r in records] * 5
+    tokenizer = train_tokenizer(texts, vocab_size=300)
+    prompt = build_prompt(tokenizer, records[0]["question"], "cot")
+    folder = save_model(scripted_tiny_model(tokenizer, prompt, "\\boxed{7}"), tokenizer, tmp_path / "scripted")
     arith = tmp_path / "data" / "arith" / "test.jsonl"
     arith.parent.mkdir(parents=True)
-    arith.write_text("".join(json.dumps({"id": f"arith-test-{i:05d}", "question": f"Tom has {i} apples and gets {7 - i} more. How many?",
-                                         "solution": f"{i} + {7 - i} = 7\n#### 7", "answer": str(7 if i < 3 else 8), "steps": 1})
-                             + "\n" for i in range(4)))
+    arith.write_text("".join(json.dumps(record) + "\n" for record in records))
     out = tmp_path / "eval.jsonl"
     argv = ["evaluate", "--model", str(folder), "--benchmark", "arith", "--data-dir", str(tmp_path / "data"),
-            "--max-new-tokens", "8", "--batch-size", "2", "--out", str(out), "--no-progress"]
+            "--max-new-tokens", "12", "--batch-size", "2", "--out", str(out), "--no-progress"]
     assert main(argv) == 0
     printed = capsys.readouterr().out.strip().splitlines()
-    assert printed[-1] == "accuracy: 0.750" and "steps=1" in "\n".join(printed)
-    records, _ = read_records(out)
-    assert [r["response"] for r in records] == ["\\boxed{7}"] * 4 and records[3]["correct"] is False
+    assert printed[-1] == "accuracy: 0.750" and "steps=2" in "\n".join(printed)
+    saved, _ = read_records(out)
+    assert [r["response"] for r in saved] == ["\\boxed{7}"] * 4 and saved[3]["correct"] is False
+    assert all(r["finish_reason"] == "stop" and r["correct_strict"] == r["correct"] for r in saved)
     assert main(argv) == 0  # resumes: nothing left to generate
     assert "0 generated" in capsys.readouterr().out

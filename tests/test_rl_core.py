@@ -109,29 +109,50 @@ def _naive_logprobs(model, prompt, completion, temperature):
     return torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(completion)[:, None]).squeeze(1)
 
 
-def test_packed_logprobs_equal_one_sequence_at_a_time_in_both_layouts(model):
-    """Left-padding invariance: a completion's log-probs do not depend on the other rows or on
-    how the batch is padded (left-padded prompts or right-padded rows)."""
+@pytest.mark.parametrize("layout", ["shared", "right", "left"])
+def test_packed_logprobs_equal_one_sequence_at_a_time(model, layout):
+    """Padding invariance: a completion's log-probs do not depend on the other rows of the batch,
+    on how the batch is padded (left-padded prompts, right-padded rows), or on sharing the prompt's
+    forward pass among its completions."""
     g = torch.Generator().manual_seed(0)
-    prompts = [torch.randint(0, 90, (n,), generator=g).tolist() for n in (3, 11, 6)]
-    completions = [torch.randint(0, 90, (n,), generator=g).tolist() for n in (9, 2, 5)]
+    distinct = [torch.randint(0, 90, (n,), generator=g).tolist() for n in (3, 11, 6)]
+    prompts = [distinct[i] for i in (0, 1, 1, 2, 1, 0)]  # groups of different sizes, not contiguous
+    completions = [torch.randint(0, 90, (n,), generator=g).tolist() for n in (9, 2, 5, 1, 7, 4)]
+    batch = pack(prompts, completions, pad_id=0, eos_ids=(96,), layout=layout)
+    logp, entropy = completion_logprobs(model, batch, temperature=0.7)
+    for row, (prompt, completion) in enumerate(zip(prompts, completions)):
+        expected = _naive_logprobs(model, prompt, completion, 0.7)
+        assert torch.allclose(logp[row, :len(completion)], expected, atol=1e-5)
+        assert torch.equal(logp[row, len(completion):], torch.zeros(logp.shape[1] - len(completion)))
+        assert (entropy[row, :len(completion)] > 0).all()
+    if layout != "right":
+        assert (batch.mask is not None) and (batch.prompt_ids is None or batch.prompt_ids.shape[0] == 3)
+
+
+def test_layouts_give_the_same_gradients(model):
+    g = torch.Generator().manual_seed(1)
+    prompts = [[5, 6, 7, 8]] * 3 + [[9, 10]] * 2
+    completions = [torch.randint(0, 90, (n,), generator=g).tolist() for n in (6, 3, 8, 2, 5)]
+    weights = torch.randn(5, 8, generator=g)
+    grads = {}
+    for layout in ("shared", "right", "left"):
+        model.zero_grad()
+        logp, _ = completion_logprobs(model, pack(prompts, completions, 0, (96,), layout=layout), 1.0)
+        (logp * weights).sum().backward()
+        grads[layout] = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
     for layout in ("right", "left"):
-        batch = pack(prompts, completions, pad_id=0, eos_ids=(96,), layout=layout)
-        logp, entropy = completion_logprobs(model, batch, temperature=0.7)
-        for row, (prompt, completion) in enumerate(zip(prompts, completions)):
-            expected = _naive_logprobs(model, prompt, completion, 0.7)
-            assert torch.allclose(logp[row, :len(completion)], expected, atol=1e-5), layout
-            assert torch.equal(logp[row, len(completion):], torch.zeros(logp.shape[1] - len(completion)))
-            assert (entropy[row, :len(completion)] > 0).all()
-    assert batch.mask is not None  # the left layout really was padded
+        for a, b in zip(grads["shared"], grads[layout]):
+            assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_left_padding_changes_nothing_for_a_row(model):
     prompt, completion = [5, 17, 33, 2], [40, 41, 42, 96, 0]  # EOS (96) then a pad: the pad is not scored
-    alone = completion_logprobs(model, pack([prompt], [completion], 0, (96,), layout="left"), 1.0)[0]
-    padded = completion_logprobs(model, pack([prompt, [1] * 12], [completion, [3]], 0, (96,), layout="left"), 1.0)[0]
-    assert torch.allclose(alone[0], padded[0], atol=1e-5)
-    assert alone[0, 4] == 0 and alone[0, 3] != 0  # EOS scored, the token after it not
+    for layout in ("left", "shared"):
+        alone = completion_logprobs(model, pack([prompt], [completion], 0, (96,), layout=layout), 1.0)[0]
+        padded = completion_logprobs(model, pack([prompt, [1] * 12], [completion, [3]], 0, (96,), layout=layout), 1.0)[0]
+        assert torch.allclose(alone[0], padded[0], atol=1e-5)
+        assert alone[0, 4] == 0 and alone[0, 3] != 0  # EOS scored, the token after it not
 
 
 def test_chunked_logprobs_match_log_softmax_in_value_and_gradient():

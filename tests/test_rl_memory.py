@@ -9,10 +9,11 @@ from companion.rl.config import GRPOConfig
 from companion.rl.memory import num_parameters, plan
 from companion.rl.toy import toy_model
 
-# Runs in a fresh process. Warm-up first (a tiny run loads every library and kernel a run needs),
-# then the baseline RSS; peak RSS (VmHWM) above it is what the configuration itself costs.
+# Runs in a fresh process. Warm-up first (a tiny run loads every library and kernel a run needs).
+# Then for each configuration: reset the peak-RSS mark, take the RSS as baseline, run two steps;
+# the peak above the baseline is what that configuration costs.
 MEASURE = r"""
-import json, os, resource, sys
+import gc, json, os, sys
 import torch
 torch.set_num_threads(1)
 from companion.rl import GRPOConfig, GRPOTrainer, RewardFunction
@@ -29,35 +30,44 @@ def run(model, **settings):
     trainer.train(progress=False)
     return trainer
 
-def rss():
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def kib(key):
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith(key))
 
 run(toy_model(len(tokenizer)), max_new_tokens=4, micro_batch=2, beta=0.01)
-base = rss()
-hidden, layers, micro, beta, new_tokens = json.loads(sys.argv[1])
-model = toy_model(len(tokenizer), hidden=hidden, layers=layers, heads=8, kv_heads=4, head_dim=hidden // 8, std=0.2)
-trainer = run(model, max_new_tokens=new_tokens, micro_batch=micro, beta=beta)
-lengths = [len(c) for g in trainer.last_groups for c in g.completions]
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-predicted = plan(model.config, trainer.config, len(trainer.prompts[0][1])).peak
-print(json.dumps({"measured": peak, "predicted": predicted, "full_length": max(lengths) == new_tokens}))
+results = []
+for hidden, layers, micro, beta, new_tokens in json.loads(sys.argv[1]):
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")  # VmHWM := VmRSS
+    base = kib("VmRSS")
+    model = toy_model(len(tokenizer), hidden=hidden, layers=layers, heads=8, kv_heads=4, head_dim=hidden // 8,
+                      std=0.2)
+    trainer = run(model, max_new_tokens=new_tokens, micro_batch=micro, beta=beta)
+    lengths = [len(c) for g in trainer.last_groups for c in g.completions]
+    predicted = plan(model.config, trainer.config, len(trainer.prompts[0][1])).peak
+    results.append({"measured": (kib("VmHWM") - base) * 1024, "predicted": predicted,
+                    "full_length": max(lengths) == new_tokens})
+    del model, trainer
+print(json.dumps(results))
 """
 
 
-def measure(hidden, layers, micro, beta, new_tokens):
+def measure(configurations):
     # Large allocations go straight to mmap and back to the system when freed, so RSS tracks live
     # tensors instead of what the allocator keeps cached (which depends on allocation order).
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    result = subprocess.run([sys.executable, "-c", MEASURE, json.dumps([hidden, layers, micro, beta, new_tokens])],
+    result = subprocess.run([sys.executable, "-c", MEASURE, json.dumps(configurations)],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_plan_predicts_peak_memory_within_25_percent():
-    for settings in [(512, 4, 8, 0.04, 48), (384, 3, 4, 0.0, 64)]:
-        result = measure(*settings)
+    # (hidden, layers, micro-batch, beta, completion tokens): one micro-batch per update with a
+    # reference model, then gradient accumulation over two micro-batches
+    configurations = [(512, 4, 8, 0.04, 48), (384, 3, 4, 0.0, 64)]
+    for settings, result in zip(configurations, measure(configurations)):
         assert result["full_length"]  # some completion ran to the limit, as the plan assumes
         ratio = result["measured"] / result["predicted"]
         assert 0.75 < ratio < 1.25, (settings, result, ratio)

@@ -66,7 +66,8 @@ def test_first_step_has_ratio_exactly_one_and_kl_exactly_zero(tokenizer, problem
 def test_off_policy_old_logprobs_equal_the_current_ones_before_the_first_update(tokenizer, problems):
     trainer = make_trainer(tokenizer, problems, inner_epochs=2, beta=0.0)
     groups, _ = trainer.collect()
-    [[micro]] = trainer.micro_batches(groups, trainer.advantages(groups))
+    [part] = trainer.minibatches(groups, trainer.advantages(groups))
+    [micro] = part.micro
     old = trainer._logprobs_no_grad(trainer.model, micro)
     current, _ = completion_logprobs(trainer.model, micro.packed, trainer.config.temperature)
     assert torch.equal(old, current.detach())  # ratio exactly 1 at the first pass
@@ -81,17 +82,15 @@ def test_beta_zero_loads_no_reference_model(tokenizer, problems):
 # ---- micro-batching and gradient accumulation ----------------------------------------------------------
 
 def _gradients(trainer, groups, micro_batch):
-    trainer.config.micro_batch = micro_batch
-    [micro_batches] = trainer.micro_batches(groups, trainer.advantages(groups))
-    from companion.rl.losses import Normalizer
     from companion.rl.trainer import Accumulator
 
-    norm = Normalizer.from_masks([m.loss_mask for m in micro_batches], trainer.config.loss_norm_constant)
+    trainer.config.micro_batch = micro_batch
+    [part] = trainer.minibatches(groups, trainer.advantages(groups))
     trainer.model.zero_grad(set_to_none=True)
-    for micro in micro_batches:
+    for micro in part.micro:
         if trainer.ref_model is not None:
             micro.ref_logp = trainer._logprobs_no_grad(trainer.ref_model, micro)
-        trainer._accumulate_gradients(micro, norm, Accumulator(), first_pass=True)
+        trainer._accumulate_gradients(micro, part.norm, Accumulator(), first_pass=True)
     return [p.grad.clone() for p in trainer.model.parameters()]
 
 
@@ -118,16 +117,53 @@ def test_gradient_accumulation_gives_the_big_batch_gradient(tokenizer, problems,
 
 
 def test_truncated_completions_leave_the_loss_and_its_normalizer(tokenizer, problems):
-    trainer = make_trainer(tokenizer, problems, algo="dapo", max_new_tokens=6)
+    trainer = make_trainer(tokenizer, problems, algo="dapo", max_new_tokens=6, prompts_per_step=4)
     groups, _ = trainer.collect()
-    [micro_batches] = trainer.micro_batches(groups, trainer.advantages(groups))
-    truncated = torch.tensor([t for g in groups for t in g.truncated])
-    assert truncated.any()  # a random model rarely stops within 6 tokens
-    loss_mask = torch.cat([m.loss_mask for m in micro_batches])
-    assert not loss_mask[truncated].any() and loss_mask[~truncated].any() == bool((~truncated).any())
+    eos = tokenizer.eos_token_id
+    for g in groups:  # half of the completions end with EOS at length 6, the rest stay cut
+        for s in range(0, g.size, 2):
+            g.completions[s][-1], g.truncated[s] = eos, False
+    truncated = [t for g in groups for t in g.truncated]
+    assert any(truncated) and not all(truncated)
+    [part] = trainer.minibatches(groups, trainer.advantages(groups))
+    assert part.norm.num_tokens == 6 * truncated.count(False) and part.norm.num_sequences == truncated.count(False)
+    assert sum(m.packed.num_rows for m in part.micro) == truncated.count(False)  # cut ones are not even computed
+    assert all(bool(m.loss_mask.all()) for m in part.micro)
     trainer.config.mask_truncated = False
-    [unmasked] = trainer.micro_batches(groups, trainer.advantages(groups))
-    assert torch.cat([m.loss_mask for m in unmasked])[truncated].any()
+    [part] = trainer.minibatches(groups, trainer.advantages(groups))
+    assert part.norm.num_tokens == 6 * len(truncated) and sum(m.packed.num_rows for m in part.micro) == len(truncated)
+
+
+def test_rows_with_zero_advantage_are_skipped_without_changing_the_gradient(tokenizer, problems):
+    """beta = 0: a group whose rewards are all equal has zero advantages, so its rows are not
+    computed; the gradient still equals the one of the full batch written out here."""
+    from companion.rl.logprobs import pack
+    from companion.rl.losses import grpo_loss
+
+    def reward(batch):  # even answers: the same reward for the whole group
+        return [1.0 if int(gold) % 2 == 0 else varied_reward(batch)[i] for i, gold in enumerate(batch.golds)]
+
+    odd = [p for p in problems if int(p["answer"]) % 2][:2]
+    even = [p for p in problems if int(p["answer"]) % 2 == 0][:1]
+    trainer = make_trainer(tokenizer, odd[:1] + even + odd[1:], rewards=[RewardFunction("r", reward)], algo="dapo",
+                           prompts_per_step=3, mask_truncated=False, dynamic_sampling=False, micro_batch=5)
+    trainer.stream.take = lambda count: [0, 1, 2]
+    groups, _ = trainer.collect()
+    advantages = trainer.advantages(groups)
+    assert torch.equal(advantages[1], torch.zeros(4)) and (advantages[0] != 0).all()
+    skipped_gradient = _gradients(trainer, groups, micro_batch=5)
+    [part] = trainer.minibatches(groups, advantages)
+    assert part.skipped_rows == 4 and part.norm.num_sequences == 12
+
+    rows = [(g, s) for g in range(3) for s in range(4)]
+    batch = pack([groups[g].prompt_ids for g, _ in rows], [groups[g].completions[s] for g, s in rows],
+                 trainer.pad_id, trainer.eos_ids, layout="right")
+    trainer.model.zero_grad(set_to_none=True)
+    logp, _ = completion_logprobs(trainer.model, batch, trainer.config.temperature)
+    terms = grpo_loss(logp, logp.detach(), None, advantages.flatten(), batch.valid, part.norm, loss_type="dapo")
+    terms.loss.backward()
+    for a, b in zip(skipped_gradient, trainer.model.parameters()):
+        assert torch.allclose(a, b.grad, rtol=1e-4, atol=1e-7)
 
 
 # ---- checkpoints and exact resume ---------------------------------------------------------------------

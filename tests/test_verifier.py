@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import random
 import sys
 import threading
 import time
@@ -121,7 +122,8 @@ def test_equivalent_is_a_bool_and_rejects_non_strings():
 
 
 def test_normalize_answer_is_idempotent_on_math500_style_golds():
-    for gold in ("\\$32,\\!348", "\\frac{270}7\\text{ degrees}", "\\left( 3, \\frac{\\pi}{2} \\right)", "15\\mbox{ cm}^2"):
+    golds = ("\\$32,\\!348", "\\frac{270}7\\text{ degrees}", "\\left( 3, \\frac{\\pi}{2} \\right)", "15\\mbox{ cm}^2")
+    for gold in golds:
         once = normalize_answer(gold)
         assert normalize_answer(once) == once
 
@@ -233,6 +235,37 @@ def test_hostile_input_fails_fast_with_a_reason(response):
     assert result.reason != "equal" and result.reason
 
 
+FUZZ_TOKENS = ["\\boxed{", "{", "}", "(", ")", "[", "]", "$", "$$", "\\[", "\\]", "\\(", " ", "\n", "answer",
+               "The answer is", "Final Answer:", "####", "<think>", "</think>", "<answer>", "\\frac", "\\sqrt",
+               "\\text{", "cm", "^", "_", "\\circ", "%", "\\$", ",", ",\\!", ".", "=", "<", "\\le", "\\pm",
+               "\\cup", "\\in", "x", "i", "e", "1", "0", "1000", "3.5", "-", "+", "/", "!", "\\cdot", "\\infty",
+               "\\begin{pmatrix}", "&", "\\\\", "\\left(", "\\{", "\\}", "or", "\\overline{", "\\pmod{",
+               "\\equiv", "\u2212", "\u221a", "\u03c0", "\u00b2", "**", "(B)", "percent", "apples", "_2"]
+
+
+def test_random_token_soup_never_crashes_or_stalls():
+    """Seeded fuzzing: repeated tokens, alternating pairs and random mixes, up to 5000 tokens."""
+    rng = random.Random(7)
+    slowest = 0.0
+    for _ in range(150):
+        n = rng.choice([3, 30, 300, 5000])
+        kind = rng.random()
+        if kind < 0.3:
+            text = rng.choice(FUZZ_TOKENS) * n
+        elif kind < 0.6:
+            first, second = rng.sample(FUZZ_TOKENS, 2)
+            text = (first + second) * (n // 2)
+        else:
+            text = "".join(rng.choice(FUZZ_TOKENS) for _ in range(n))
+        for strict in (False, True):
+            started = time.perf_counter()
+            result = grade_detailed(text, rng.choice(["5", "\\frac{1}{2}", "(1,2]", "x=3", "\\text{(B)}"]),
+                                    strict=strict, timeout=5.0)
+            slowest = max(slowest, time.perf_counter() - started)
+            assert isinstance(result.correct, bool) and result.reason
+    assert slowest < 3.0
+
+
 def test_huge_values_say_too_large():
     assert compare("10^{10^{10}}", "\\frac12").reason.startswith("too large")
     assert compare("1000000!", "\\frac12").reason.startswith("too large")
@@ -246,6 +279,16 @@ def test_worker_is_killed_and_restarted_after_a_timeout():
         pool.run({"op": "sleep", "seconds": 30}, timeout=0.5)
     assert time.perf_counter() - started < 5.0
     assert equivalent("\\sqrt{8}", "2\\sqrt{2}")  # a fresh worker answers
+
+
+def test_a_worker_killed_from_outside_is_replaced():
+    assert equivalent("\\sqrt{8}", "2\\sqrt{2}")
+    pool = sandbox.pool()
+    for worker in list(pool._idle):
+        worker.process.kill()
+        worker.process.wait()
+    assert equivalent("\\sqrt{18}", "3\\sqrt{2}")
+    assert all(worker.alive() for worker in pool._idle)
 
 
 def test_timeout_inside_a_non_main_thread():

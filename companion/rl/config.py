@@ -59,6 +59,7 @@ class GRPOConfig:
     top_p: float = 1.0
     prompt_style: str = "cot"
     rollout_prompts: int = 0  # prompts generated together (bounds the KV cache); 0 = all of the step's
+    min_new_tokens: int = 0  # EOS blocked before this many tokens (benchmarks force fixed lengths with it)
     # -- optimization
     steps: int = 100
     inner_epochs: int = 1  # mu: passes over each batch of rollouts

@@ -1,12 +1,17 @@
-"""Per-token log-probabilities of completions under the policy, computed without ever holding the
-full-vocabulary logits of the whole batch.
+"""Per-token log-probabilities of completions under the policy, computed lean in memory and time.
 
-The naive way, ``log_softmax(model(ids)).gather(...)``, materializes (B, T, V) fp32 logits and keeps
-them for the backward pass: for Qwen3-0.6B (V = 151,936) and 8 x 512 tokens that is 2.5 GB for a
-single number per token. Here the LM head runs on a chunk of positions at a time, only the chosen
-token's log-prob and the entropy survive the chunk, and the backward pass recomputes each chunk's
-softmax from the hidden states. Only completion positions are computed: prompt tokens are not
-actions of the policy.
+Two savings over ``log_softmax(model(ids)).gather(...)``:
+
+- Logits. The naive way materializes (B, T, V) fp32 logits and keeps them for the backward pass:
+  for Qwen3-0.6B (V = 151,936) and 8 x 512 tokens that is 2.5 GB for one number per token. Here
+  the LM head runs on a chunk of positions at a time, only the chosen token's log-prob and the
+  entropy leave the chunk, and the backward pass recomputes each chunk's softmax from the hidden
+  states (unless the whole batch fits in one chunk, in which case the softmax is simply kept).
+  Only completion positions are computed: prompt tokens are not actions of the policy.
+- Prompts. The G completions of a group share their prompt, so the "shared" layout runs each
+  prompt through the model once and lets every completion attend to its keys and values (the
+  same trick as one prefill per prompt in generation, with gradients flowing through it). With a
+  100-token prompt and 100-token completions this halves the tokens of the forward and backward.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import torch.nn.functional as F
 from companion.model import Qwen3Model, padding_mask, positions_from_padding
 
 LOGIT_ELEMENTS_PER_CHUNK = 2**26  # 256 MB of fp32 logits per chunk, whatever the vocabulary
+LAYOUTS = ("shared", "right", "left")
 
 
 def auto_chunk(vocab_size: int) -> int:
@@ -28,7 +34,7 @@ class SelectedLogprobs(torch.autograd.Function):
     """log softmax(h W^T / T)[target] and the entropy of that distribution, chunk by chunk.
 
     hidden (N, C), weight (V, C), targets (N,) -> logprobs (N,) fp32, entropy (N,) fp32 (no grad).
-    Backward: d logp / d logits = (onehot(target) - softmax) / T, recomputed per chunk.
+    Backward: d logp / d logits = (onehot(target) - softmax) / T.
     """
 
     @staticmethod
@@ -36,6 +42,7 @@ class SelectedLogprobs(torch.autograd.Function):
         N = hidden.shape[0]
         logprobs = torch.empty(N, dtype=torch.float32, device=hidden.device)
         entropy = torch.empty(N, dtype=torch.float32, device=hidden.device)
+        probs = None
         for start in range(0, N, chunk):
             end = min(N, start + chunk)
             logits = F.linear(hidden[start:end], weight).float() / temperature  # (n, V)
@@ -45,6 +52,7 @@ class SelectedLogprobs(torch.autograd.Function):
             entropy[start:end] = norm - (probs * logits).sum(dim=-1)
         ctx.save_for_backward(hidden, weight, targets)
         ctx.temperature, ctx.chunk = temperature, chunk
+        ctx.probs = probs if N <= chunk else None  # one chunk: keep its softmax instead of recomputing
         ctx.mark_non_differentiable(entropy)
         return logprobs, entropy
 
@@ -57,15 +65,18 @@ class SelectedLogprobs(torch.autograd.Function):
         for start in range(0, hidden.shape[0], ctx.chunk):
             end = min(hidden.shape[0], start + ctx.chunk)
             h = hidden[start:end]
-            logits = F.linear(h, weight).float() / ctx.temperature
+            probs = ctx.probs
+            if probs is None:
+                probs = torch.softmax(F.linear(h, weight).float() / ctx.temperature, dim=-1)
             g = grad_logprobs[start:end, None]  # (n, 1)
-            grad_logits = -torch.softmax(logits, dim=-1) * g  # (n, V)
+            grad_logits = -probs * g  # (n, V)
             grad_logits.scatter_add_(1, targets[start:end, None], g)
             grad_logits = (grad_logits / ctx.temperature).to(weight.dtype)
             if need_hidden:
                 grad_hidden[start:end] = grad_logits @ weight
             if need_weight:
                 grad_weight.addmm_(grad_logits.T, h)
+        ctx.probs = None
         return grad_hidden, grad_weight, None, None, None
 
 
@@ -77,25 +88,33 @@ def selected_logprobs(hidden, weight, targets, temperature: float = 1.0, chunk: 
 
 @dataclass
 class PackedBatch:
-    """Prompt + completion rows in one rectangle, and where each completion token is predicted.
+    """Completions (and their prompts) as tensors, plus how to find each completion token's
+    predictor.
 
-    ``input_ids`` (B, T). ``completion`` (B, L) right-padded; ``valid`` (B, L): its tokens up to and
-    including the first EOS. ``source`` (B, L): the input position whose output predicts each
-    completion token. ``positions``/``mask`` are None unless rows are left-padded.
+    ``completion`` (B, L) right-padded; ``valid`` (B, L): its tokens up to and including the first
+    EOS. The three layouts give the same log-probs (the tests check it):
 
-    Two layouts give the same log-probs (a test checks it). "right" (the default) writes each row
-    as prompt + completion from position 0 and pads at the end: causal attention alone keeps real
-    tokens away from the padding, so no mask is needed and attention stays on the fused kernel
-    (no (T, T) weights in memory). "left" left-pads the prompts, as the generation engine does, and
-    needs the padding mask and shifted positions.
+    - "shared": the n distinct prompts, left-padded, in ``prompt_ids`` (n, P); the completion rows
+      (B, L-1) in ``input_ids`` attend to their prompt's keys and values (``row_prompt`` (B,)).
+    - "right": each row is prompt + completion from position 0, padded at the end. Causal attention
+      alone keeps real tokens away from the padding, so there is no mask.
+    - "left": prompts left-padded as the generation engine does; needs the padding mask.
+
+    For "right"/"left", ``source`` (B, L) is the input position whose output predicts each
+    completion token. ``positions``/``mask`` are None when no padding needs them.
     """
 
+    layout: str
     input_ids: torch.Tensor
     positions: torch.Tensor | None
     mask: torch.Tensor | None
     completion: torch.Tensor
     valid: torch.Tensor
-    source: torch.Tensor
+    source: torch.Tensor | None = None
+    prompt_ids: torch.Tensor | None = None
+    prompt_positions: torch.Tensor | None = None
+    prompt_mask: torch.Tensor | None = None
+    row_prompt: torch.Tensor | None = None
 
     @property
     def num_rows(self) -> int:
@@ -113,17 +132,30 @@ def completion_mask(completion: torch.Tensor, lengths: torch.Tensor, eos_ids) ->
     return inside & (index <= first_eos[:, None])
 
 
+def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    valid = torch.zeros(len(rows), width, dtype=torch.bool)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(row)
+        valid[i, width - len(row):] = True
+    return ids, valid
+
+
 def pack(prompts: list[list[int]], completions: list[list[int]], pad_id: int, eos_ids, device=None,
-         layout: str = "right") -> PackedBatch:
+         layout: str = "shared") -> PackedBatch:
     """Build a ``PackedBatch`` from token lists (each prompt and completion at least one token)."""
     if any(len(c) == 0 for c in completions) or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt and completion needs at least one token")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     B, L = len(prompts), max(map(len, completions))
     completion = torch.full((B, L), pad_id, dtype=torch.long)
     for row, tokens in enumerate(completions):
         completion[row, :len(tokens)] = torch.tensor(tokens)
-    lengths = torch.tensor([len(c) for c in completions])
-    valid = completion_mask(completion, lengths, eos_ids)
+    valid = completion_mask(completion, torch.tensor([len(c) for c in completions]), eos_ids)
+    if layout == "shared":
+        return _pack_shared(prompts, completion, valid, pad_id, device)
     if layout == "right":
         T = max(len(p) + len(c) for p, c in zip(prompts, completions)) - 1
         ids = torch.full((B, T + 1), pad_id, dtype=torch.long)
@@ -131,37 +163,80 @@ def pack(prompts: list[list[int]], completions: list[list[int]], pad_id: int, eo
             ids[row, :len(prompt) + len(tokens)] = torch.tensor(prompt + tokens)
         starts = torch.tensor([len(p) for p in prompts])
         positions = mask = None
-    elif layout == "left":
-        P = max(map(len, prompts))
+    else:  # left
+        prompt_ids, prompt_valid = _left_pad(prompts, pad_id)
+        P = prompt_ids.shape[1]
         T = P + L - 1
-        ids = torch.full((B, T + 1), pad_id, dtype=torch.long)
-        prompt_valid = torch.zeros(B, P, dtype=torch.bool)
-        for row, prompt in enumerate(prompts):
-            ids[row, P - len(prompt):P] = torch.tensor(prompt)
-            prompt_valid[row, P - len(prompt):] = True
-        ids[:, P:] = completion
+        ids = torch.cat([prompt_ids, completion], dim=1)
         starts = torch.full((B,), P)
         positions = mask = None
         if not bool(prompt_valid.all()):
             key_valid = torch.cat([prompt_valid, torch.ones(B, L - 1, dtype=torch.bool)], dim=1)  # (B, T)
             positions = positions_from_padding(key_valid).to(device)
             mask = padding_mask(key_valid, T).to(device)
-    else:
-        raise ValueError(f"layout must be right or left, got {layout!r}")
     # The output at position start-1+j predicts completion token j; clamp keeps padding in range.
     source = (starts[:, None] - 1 + torch.arange(L)[None]).clamp(max=T - 1)  # (B, L)
-    return PackedBatch(ids[:, :-1].to(device), positions, mask, completion.to(device), valid.to(device),
-                       source.to(device))
+    return PackedBatch(layout, ids[:, :-1].to(device), positions, mask, completion.to(device), valid.to(device),
+                       source=source.to(device))
+
+
+def _pack_shared(prompts, completion, valid, pad_id, device) -> PackedBatch:
+    unique: dict[tuple[int, ...], int] = {}
+    row_prompt = torch.tensor([unique.setdefault(tuple(p), len(unique)) for p in prompts])  # (B,)
+    prompt_ids, prompt_valid = _left_pad([list(p) for p in unique], pad_id)  # (n, P)
+    B, L = completion.shape
+    P = prompt_ids.shape[1]
+    prompt_positions = prompt_mask = positions = mask = None
+    if not bool(prompt_valid.all()):
+        prompt_positions = positions_from_padding(prompt_valid).to(device)
+        prompt_mask = padding_mask(prompt_valid, P).to(device)
+        lengths = prompt_valid.sum(dim=1)[row_prompt]  # (B,) real prompt tokens of each row
+        positions = (lengths[:, None] + torch.arange(L - 1)[None]).to(device)  # (B, L-1)
+        key_valid = torch.cat([prompt_valid[row_prompt], torch.ones(B, L - 1, dtype=torch.bool)], dim=1)
+        mask = padding_mask(key_valid, L - 1).to(device)  # (B, 1, L-1, P+L-1)
+    return PackedBatch("shared", completion[:, :-1].to(device), positions, mask, completion.to(device),
+                       valid.to(device), prompt_ids=prompt_ids.to(device), prompt_positions=prompt_positions,
+                       prompt_mask=prompt_mask, row_prompt=row_prompt.to(device))
+
+
+class SharedPrefixCache:
+    """Stands in for the KV cache inside ``Qwen3Model``: the prompts' keys and values (computed once,
+    at ``start == 0``), then, for the completion rows, each row's prompt keys/values followed by
+    its own. Nothing is written in place, so gradients flow back to the prompts' forward pass."""
+
+    def __init__(self, row_prompt: torch.Tensor):
+        self.row_prompt = row_prompt
+        self.keys: dict[int, torch.Tensor] = {}
+        self.values: dict[int, torch.Tensor] = {}
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int):
+        if start == 0:  # the prompts: (n, K, P, D)
+            self.keys[layer], self.values[layer] = k, v
+            return k, v
+        keys = torch.cat([self.keys[layer][self.row_prompt], k], dim=2)  # (B, K, P + T, D)
+        values = torch.cat([self.values[layer][self.row_prompt], v], dim=2)
+        return keys, values
+
+
+def _completion_hidden(model: Qwen3Model, batch: PackedBatch) -> torch.Tensor:
+    """Hidden states (B, L, C) whose LM-head outputs predict the completion tokens."""
+    if batch.layout != "shared":
+        hidden = model.hidden_states(batch.input_ids, batch.positions, batch.mask)  # (B, T, C)
+        return hidden.gather(1, batch.source[..., None].expand(-1, -1, hidden.shape[-1]))
+    cache = SharedPrefixCache(batch.row_prompt)
+    prompt_hidden = model.hidden_states(batch.prompt_ids, batch.prompt_positions, batch.prompt_mask, cache, 0)
+    first = prompt_hidden[batch.row_prompt, -1:]  # (B, 1, C): the prompt's last position predicts token 0
+    if batch.input_ids.shape[1] == 0:
+        return first
+    rest = model.hidden_states(batch.input_ids, batch.positions, batch.mask, cache, batch.prompt_ids.shape[1])
+    return torch.cat([first, rest], dim=1)  # (B, L, C)
 
 
 def completion_logprobs(model: Qwen3Model, batch: PackedBatch, temperature: float, chunk: int = 0):
     """Log-prob (B, L) fp32 of each completion token under softmax(logits / temperature), and the
     entropy (B, L) of that distribution (no grad); both 0 outside ``batch.valid``."""
-    hidden = model.hidden_states(batch.input_ids, batch.positions, batch.mask)  # (B, T, C)
-    B, T, C = hidden.shape
-    flat_index = torch.arange(B, device=hidden.device)[:, None] * T + batch.source  # (B, L)
-    selected = hidden.reshape(B * T, C)[flat_index[batch.valid]]  # (N, C), N = valid completion tokens
-    logp, entropy = selected_logprobs(selected, model.lm_head.weight, batch.completion[batch.valid],
-                                      temperature, chunk)  # (N,) each
+    hidden = _completion_hidden(model, batch)  # (B, L, C)
+    logp, entropy = selected_logprobs(hidden[batch.valid], model.lm_head.weight, batch.completion[batch.valid],
+                                      temperature, chunk)  # (N,) each, N = valid completion tokens
     zeros = torch.zeros(batch.valid.shape, dtype=torch.float32, device=hidden.device)
     return zeros.masked_scatter(batch.valid, logp), zeros.masked_scatter(batch.valid, entropy)

@@ -2,16 +2,21 @@
 
 The budget has a resident part that lives through the whole run and two phases that alternate:
 
-    resident  = weights + gradients + AdamW moments (2 per weight) [+ reference model]
+    resident  = weights + AdamW moments (2 per weight) [+ reference model]
     rollout   = KV cache of every completion being sampled (+ the copy made when a prompt's
                 prefill is shared by its G samples)
     update    = activations kept for the backward pass of one micro-batch
                 + the transient full-vocabulary fp32 logits of one log-prob chunk
+                + the gradients accumulated so far (all of them from the second micro-batch on;
+                  they are freed after each optimizer step)
     peak      = resident + max(rollout, update)
 
 Activations are counted tensor by tensor for this implementation of the model (per token and
-layer: the residual stream and its two normalized copies, q/k/v and their normalized and rotated
-versions, the attention output and its reshaped copy, four MLP tensors of the intermediate size).
+layer: the residual stream with its normalized and weighted copies, q/k/v with their normalized
+and rotated versions, the attention output, four MLP tensors of the intermediate size). A prompt
+runs once per micro-batch however many of its completions are there, and each completion row
+keeps its prompt's keys and values next to its own in every layer. The numbers are live tensor
+bytes: the C allocator may keep freed memory cached on top of them.
 """
 from __future__ import annotations
 
@@ -95,14 +100,27 @@ def plan(model_config: ModelConfig, config: GRPOConfig, prompt_tokens: int, dtyp
     cache_per_row = 2 * model_config.num_hidden_layers * model_config.num_key_value_heads * model_config.head_dim
     kv = rows * (prompt_tokens + L) * cache_per_row * dtype_bytes
     items["KV cache (rollouts)"] = int(kv * (1 + 1 / G))  # the shared prefill is copied G times
-    micro_tokens = min(config.micro_batch, P * G) * (prompt_tokens + L - 1)
-    items["activations (one micro-batch)"] = micro_tokens * activation_floats_per_token(model_config) * dtype_bytes
-    chunk = min(config.logprob_chunk or auto_chunk(model_config.vocab_size), min(config.micro_batch, P * G) * L)
+    M = min(config.micro_batch, P * G)
+    aligned = M % G == 0 or G % M == 0  # micro-batches never split a group unevenly
+    prompts = min(P, -(-M // G) + (0 if aligned else 1))  # distinct prompts in a micro-batch
+    # Each prompt runs once ("shared" layout); every completion row then holds its prompt's keys
+    # and values concatenated with its own, in every layer.
+    micro_tokens = prompts * prompt_tokens + M * (L - 1)
+    gathered_kv = M * (prompt_tokens + L - 1) * cache_per_row
+    items["activations (one micro-batch)"] = (micro_tokens * activation_floats_per_token(model_config)
+                                              + gathered_kv) * dtype_bytes
+    chunk = min(config.logprob_chunk or auto_chunk(model_config.vocab_size), M * L)
     # logits, probabilities and their gradient, in fp32, for one chunk of positions
     items["full-vocab fp32 logits (one chunk)"] = 3 * chunk * model_config.vocab_size * 4
-    resident = items["weights"] + items["gradients"] + items["AdamW moments"] + items.get("reference model", 0)
-    rollout = items["KV cache (rollouts)"]
+    resident = items["weights"] + items["AdamW moments"] + items.get("reference model", 0)
+    rollout = items["KV cache (rollouts)"]  # gradients are freed after each optimizer step
     update = items["activations (one micro-batch)"] + items["full-vocab fp32 logits (one chunk)"]
+    rows_per_update = -(-P * G // config.minibatches)
+    if rows_per_update > M:  # later micro-batches run forward while the accumulated gradients exist
+        update += items["gradients"]
+    else:  # one micro-batch: when backward starts, only the LM head's gradient exists yet
+        head = model_config.vocab_size * model_config.hidden_size * dtype_bytes
+        update = max(update + head, items["gradients"])
     notes = []
     if draws > 1:
         notes.append(f"dynamic sampling may sample up to {draws} rounds of prompts per step (time, not memory)")

@@ -11,9 +11,14 @@ from companion.model import Qwen3Model
 
 
 @functools.lru_cache(maxsize=4)
-def toy_tokenizer(vocab_size: int = 512, examples: int = 300):
+def toy_tokenizer(vocab_size: int = 512, examples: int = 300, gsm8k: bool = False):
     """A byte-level BPE with Qwen3's special tokens and chat template, trained on the rendered
-    chats of the first ``examples`` arithmetic training problems."""
+    chats of the first ``examples`` arithmetic training problems (plus GSM8K's training set with
+    ``gsm8k``, whose wider vocabulary lets the BPE reach a few thousand tokens)."""
+    import json
+    import os
+    from pathlib import Path
+
     from companion.prompts import build_prompt
     from companion.synthetic import read_split
     from companion.tiny import _PromptRenderer, train_tokenizer
@@ -22,6 +27,10 @@ def toy_tokenizer(vocab_size: int = 512, examples: int = 300):
     renderer = _PromptRenderer()
     texts = [build_prompt(renderer, r["question"], "cot") + r["solution"].replace("#### ", "The answer is \\boxed{")
              + "}.<|im_end|>\n" for r in records]
+    if gsm8k:
+        folder = Path(os.environ.get("REASONING_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
+        with open(folder / "gsm8k" / "train.jsonl", encoding="utf-8") as handle:
+            texts += [row["question"] + "\n" + row["answer"] for row in map(json.loads, handle)]
     return train_tokenizer(texts, vocab_size=vocab_size)
 
 

@@ -19,6 +19,7 @@ import math
 import random
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -192,7 +193,8 @@ class GRPOTrainer:
     def sample(self, indices: list[int]) -> list[Group]:
         c = self.config
         return sample_groups(self.model, self.tokenizer, self.prompts, self.golds, indices, c.group_size,
-                             c.max_new_tokens, self.params, self.generator, self.reward_functions, c.rollout_prompts)
+                             c.max_new_tokens, self.params, self.generator, self.reward_functions, c.rollout_prompts,
+                             c.min_new_tokens)
 
     def collect(self) -> tuple[list[Group], dict]:
         """The step's groups (with rewards) and the metrics of what was sampled.
@@ -247,33 +249,50 @@ class GRPOTrainer:
         """(P, G) advantages of the kept groups."""
         return group_advantages(torch.stack([g.rewards for g in groups]), self.config.scale_rewards, self.config.adv_eps)
 
-    def micro_batches(self, groups: list[Group], advantages: torch.Tensor) -> list[list["MicroBatch"]]:
-        """Rows in group order, split into ``minibatches`` parts (whole groups), each cut into
-        micro-batches of ``micro_batch`` rows. Rows of one prompt share its length, so a micro-batch
-        inside a group needs no prompt padding."""
+    def loss_tokens(self, group: Group, sample: int) -> int:
+        """How many tokens of a completion enter the loss: up to and including its first EOS; none
+        for a truncated one when truncated completions are masked out."""
+        if self.config.mask_truncated and group.truncated[sample]:
+            return 0
+        tokens = group.completions[sample]
+        return next((i + 1 for i, token in enumerate(tokens) if token in self.eos_ids), len(tokens))
+
+    def minibatches(self, groups: list[Group], advantages: torch.Tensor) -> list["Minibatch"]:
+        """Groups split into ``minibatches`` parts (one optimizer update each), each cut into
+        micro-batches of ``micro_batch`` completions, in group order.
+
+        The normalizer counts every row of the part. The forward/backward skips rows that cannot
+        change the gradient: rows with no token in the loss, and, when beta = 0, rows whose
+        advantage is exactly 0 (every token's loss is -min(r * 0, clip(r) * 0) = 0, gradient 0).
+        Groups whose rewards are all equal are such rows, often half of a batch.
+        """
         c = self.config
         bounds = [round(i * len(groups) / c.minibatches) for i in range(c.minibatches + 1)]
-        device = self.model.device
-        minibatches = []
+        parts = []
         for lo, hi in zip(bounds, bounds[1:]):
-            rows = [(g, s) for gi in range(lo, hi) for g, s in [(gi, s) for s in range(groups[gi].size)]]
-            micro = []
-            for start in range(0, len(rows), c.micro_batch):
-                part = rows[start:start + c.micro_batch]
-                packed = pack([groups[g].prompt_ids for g, _ in part], [groups[g].completions[s] for g, s in part],
-                              self.pad_id, self.eos_ids, device)
-                loss_mask = packed.valid
-                if c.mask_truncated:
-                    truncated = torch.tensor([groups[g].truncated[s] for g, s in part], device=device)
-                    loss_mask = loss_mask & ~truncated[:, None]
-                sampler = torch.zeros(packed.valid.shape)
-                for row, (g, s) in enumerate(part):
-                    logprobs = groups[g].sampler_logprobs[s]
-                    sampler[row, :len(logprobs)] = torch.tensor(logprobs)
-                micro.append(MicroBatch(packed, loss_mask, torch.stack([advantages[g, s] for g, s in part]).to(device),
-                                        sampler.to(device)))
-            minibatches.append(micro)
-        return minibatches
+            rows = [(g, s) for g in range(lo, hi) for s in range(groups[g].size)]
+            counts = [self.loss_tokens(groups[g], s) for g, s in rows]
+            norm = Normalizer(sum(counts), sum(1 for n in counts if n), c.loss_norm_constant)
+            work = [(g, s) for (g, s), n in zip(rows, counts) if n and (c.beta > 0 or float(advantages[g, s]) != 0.0)]
+            micro = [self._micro_batch(groups, advantages, work[i:i + c.micro_batch])
+                     for i in range(0, len(work), c.micro_batch)]
+            parts.append(Minibatch(norm, micro, len(rows) - len(work)))
+        return parts
+
+    def _micro_batch(self, groups: list[Group], advantages: torch.Tensor, rows: list[tuple[int, int]]) -> "MicroBatch":
+        device = self.model.device
+        packed = pack([groups[g].prompt_ids for g, _ in rows], [groups[g].completions[s] for g, s in rows],
+                      self.pad_id, self.eos_ids, device)
+        loss_mask = packed.valid
+        if self.config.mask_truncated:
+            truncated = torch.tensor([groups[g].truncated[s] for g, s in rows], device=device)
+            loss_mask = loss_mask & ~truncated[:, None]
+        sampler = torch.zeros(packed.valid.shape)
+        for row, (g, s) in enumerate(rows):
+            logprobs = groups[g].sampler_logprobs[s][:sampler.shape[1]]
+            sampler[row, :len(logprobs)] = torch.tensor(logprobs)
+        return MicroBatch(packed, loss_mask, torch.stack([advantages[g, s] for g, s in rows]).to(device),
+                          sampler.to(device))
 
     @torch.no_grad()
     def _logprobs_no_grad(self, model, micro: "MicroBatch") -> torch.Tensor:
@@ -289,26 +308,29 @@ class GRPOTrainer:
                     self.scheduler.step()
             return {"skipped_update": 1.0, "learning_rate": self.scheduler.get_last_lr()[0]}
         advantages = self.advantages(groups)
-        minibatches = self.micro_batches(groups, advantages)
-        every = [m for mb in minibatches for m in mb]
-        for micro in every:
+        minibatches = self.minibatches(groups, advantages)
+        for micro in (m for part in minibatches for m in part.micro):
             if self.ref_model is not None:
                 micro.ref_logp = self._logprobs_no_grad(self.ref_model, micro)
             if not c.on_policy:  # pi_old: the policy that sampled, fixed for all passes
                 micro.old_logp = self._logprobs_no_grad(self.model, micro)
         stats = Accumulator()
         for epoch in range(c.inner_epochs):
-            for minibatch in minibatches:
-                norm = Normalizer.from_masks([m.loss_mask for m in minibatch], c.loss_norm_constant)
+            for part in minibatches:
                 self.optimizer.zero_grad(set_to_none=True)
-                for micro in minibatch:
-                    self._accumulate_gradients(micro, norm, stats, first_pass=epoch == 0)
+                for micro in part.micro:
+                    self._accumulate_gradients(micro, part.norm, stats, first_pass=epoch == 0)
+                for param in self.model.parameters():  # every row skipped: the gradient is exactly zero
+                    if param.grad is None and param.requires_grad:
+                        param.grad = torch.zeros_like(param)
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.max_grad_norm)
                 stats.add_update(float(grad_norm))
                 self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)  # no gradients held through the next rollouts
                 self.scheduler.step()
         adv = advantages.flatten()
         metrics = stats.metrics()
+        metrics["skipped_rows_fraction"] = sum(p.skipped_rows for p in minibatches) / adv.numel()
         metrics["loss"] = metrics["policy_loss"] + c.beta * metrics["kl_loss"]
         return {**metrics, "advantage/mean": float(adv.mean()), "advantage/std": float(adv.std()),
                 "learning_rate": self.scheduler.get_last_lr()[0]}
@@ -324,6 +346,15 @@ class GRPOTrainer:
                           importance_level=c.importance_level)
         terms.loss.backward()
         stats.add_micro(terms, micro, entropy, old_logp if first_pass else None)
+
+
+@dataclass
+class Minibatch:
+    """The rows of one optimizer update: their normalizer and the micro-batches that need computing."""
+
+    norm: Normalizer
+    micro: list["MicroBatch"]
+    skipped_rows: int
 
 
 class MicroBatch:

@@ -57,7 +57,9 @@ def compare(answer: str | None, gold: str, timeout: float = DEFAULT_TIMEOUT) -> 
     if answer == gold:
         return Outcome(True, "equal", "string")
     if PLAIN_NUMBER.fullmatch(answer) and PLAIN_NUMBER.fullmatch(gold):
-        return Outcome(*_numbers_outcome(answer, gold))
+        decided = _numbers_outcome(answer, gold)
+        if decided is not None:
+            return decided
     if len(answer) > _MAX_INPUT_CHARS:
         return Outcome(False, f"answer too long ({len(answer)} characters)", "string")
     try:
@@ -72,10 +74,13 @@ def compare(answer: str | None, gold: str, timeout: float = DEFAULT_TIMEOUT) -> 
     return _symbolic(answer_norm, gold_norm, timeout)
 
 
-def _numbers_outcome(answer: str, gold: str) -> tuple[bool, str, str]:
-    """Two plain decimal numbers: the RL hot path, no normalization needed."""
-    equal = numbers_equal(parse_number(answer), parse_number(gold))
-    return equal, "equal" if equal else "not equal", "fast"
+def _numbers_outcome(answer: str, gold: str) -> Outcome | None:
+    """Two plain decimal numbers: the RL hot path, no normalization needed (None: too many digits)."""
+    a, b = parse_number(answer), parse_number(gold)
+    if a is None or b is None:
+        return None
+    equal = numbers_equal(a, b)
+    return Outcome(equal, "equal" if equal else "not equal", "fast")
 
 
 def _symbolic(answer: str, gold: str, timeout: float) -> Outcome:

@@ -34,8 +34,10 @@ MAX_JOINED = 10  # at most this many adjacent boxes form one answer list
 MAX_BOX_CHARS = 20_000  # a box whose content is longer is treated as never closed
 
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
-_PHRASE = re.compile(r"(?:final\s+answer|answer|correct\s+(?:option|choice))\s*(?:\*\*|__)?\s*"
-                     r"(?:is|:|=|would\s+be|will\s+be)\s*(?:\*\*|__)?\s*:?", re.I)
+# Quantifiers here are bounded ({0,3}): unbounded \s* next to \s* backtracks quadratically on
+# long runs of spaces, and the response is untrusted input.
+_PHRASE = re.compile(r"(?:final\s{1,3}answer|answer|correct\s{1,3}(?:option|choice))\s{0,3}(?:\*\*|__)?\s{0,3}"
+                     r"(?:is|:|=|would\s{1,3}be|will\s{1,3}be)\s{0,3}(?:\*\*|__)?\s{0,3}:?", re.I)
 # "let us check our answer: ..." introduces a check, not the answer
 _CHECKING = re.compile(r"(?i)(?:check|verify|confirm|double-check)\w*\s+(?:our|the|my|this|that)?\s*(?:final\s+)?$")
 # "17 and the remainder is 3" → 17; "5, not 6" → 5
@@ -44,20 +46,20 @@ _TRAILING_CLAUSE = re.compile(
 _WORDY = re.compile(r"(?i)\b(?:clear|correct|wrong|simple|below|above|that|not|obvious|yes|no)\b")
 _SPECIAL_TOKENS = re.compile(r"<\|[A-Za-z_]+\|>|</s>|<eos>")
 _GSM8K = re.compile(r"####\s*([^\n]*)")
-_ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.S | re.I)
 _NUMBER = re.compile(
     r"(?:(?:(?<=[\s(=:$*])|^)-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|(?<![\d.])\.\d+)"
     r"(?:\s?(?:\u03c0|\\pi(?![A-Za-z])|\u221a\d+)|%)?"
     r"|(?:(?<=[\s(=:$*])|^)-?\u221a\d+")
 # "x \u2264 3" at the end of a response: keep the relation, it may be the whole answer.
 _RELATION_TAIL = re.compile(r"(?<![A-Za-z\\])[a-z]\s*(?:\u2264|\u2265|<=|>=|<|>|\\leq?|\\geq?)\s*$")
-# A "$" followed by a digit opens a dollar amount, so it cannot close a formula ("$100/$50").
-_MATH = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$([^$]+?)\$(?!\d)"
-                   r"|\\begin\{(?:align|aligned|equation|gather|eqnarray|multline)\*?\}(.+?)\\end\{", re.S)
+_MATH_OPENER = re.compile(r"\$\$|\\\[|\\\(|\$|\\begin\{(?:align|aligned|equation|gather|eqnarray|multline)\*?\}")
+_MATH_CLOSER = {"$$": "$$", "\\[": "\\]", "\\(": "\\)", "$": "$", "align": "\\end{"}
+MAX_PHRASES = 20  # only the last few answer phrases can be the final answer
 _BARE_TOKEN = re.compile(r"[^\s$]+")
 _ASSIGNMENT = re.compile(r"\s*([A-Za-z])\s*=\s*[^=]+")
-_JOINER = re.compile(
-    r"[\s$]*(?:,|;|and|or|\\text\{\s*(?:and|or)\s*\}|\\quad)?[\s$]*(?:[A-Za-z]\s*=\s*)?[\s$]*", re.I)
+_JOINER = re.compile(r"[\s$]{0,6}(?:,|;|and|or|\\text\{\s{0,3}(?:and|or)\s{0,3}\}|\\quad)?[\s$]{0,6}"
+                     r"(?:[A-Za-z]\s{0,3}=\s{0,3})?[\s$]{0,6}", re.I)
+MAX_JOINER_CHARS = 30
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,41 @@ class _Candidate:
     end: int
     text: str
     kind: str
+
+
+@dataclass(frozen=True)
+class _Span:
+    """A math span: ``$...$``, ``$$...$$``, ``\\[...\\]``, ``\\(...\\)`` or an ``align``-like block."""
+
+    start: int
+    end: int
+    text: str
+    block: bool
+
+
+def math_spans(text: str) -> list[_Span]:
+    """Math spans in order, found in linear time: a delimiter that never closes is skipped at once
+    (a lazy regex would rescan the rest of the text from every such opener). A ``$`` followed by
+    a digit opens a dollar amount, so it cannot close a formula (``$100/$50``)."""
+    spans: list[_Span] = []
+    unclosed: set[str] = set()
+    pos = 0
+    while (match := _MATH_OPENER.search(text, pos)) is not None:
+        opener = match.group(0)
+        kind = "align" if opener.startswith("\\begin") else opener
+        pos = match.end()
+        if kind in unclosed:
+            continue
+        end = text.find(_MATH_CLOSER[kind], match.end())
+        if end < 0:
+            unclosed.add(kind)
+            continue
+        if kind == "$" and (end == match.end() or text[end + 1:end + 2].isdigit()):
+            pos = end  # that "$" may open the next formula instead
+            continue
+        spans.append(_Span(match.start(), end + len(_MATH_CLOSER[kind]), text[match.end():end], kind == "align"))
+        pos = end + len(_MATH_CLOSER[kind])
+    return spans
 
 
 def answer_region(response: str, strict: bool) -> str | None:
@@ -105,6 +142,11 @@ def find_boxes(text: str) -> list[_Candidate]:
             pos = token.end() if token else i
 
 
+def _joined(text: str, end: int, start: int) -> bool:
+    """Is the text between two answers only "or", "and", a comma, ``x =``?"""
+    return start - end <= MAX_JOINER_CHARS and bool(_JOINER.fullmatch(text, end, start))
+
+
 def _join_hedges(boxes: list[_Candidate], text: str) -> _Candidate | None:
     """The last closed box, merged with the boxes before it joined by "or", "and" or commas."""
     boxes = [b for b in boxes if b.kind == "box"]
@@ -112,7 +154,7 @@ def _join_hedges(boxes: list[_Candidate], text: str) -> _Candidate | None:
         return None
     group = [boxes[-1]]
     for box in reversed(boxes[-MAX_JOINED:-1]):
-        if not _JOINER.fullmatch(text[box.end:group[0].start]):
+        if not _joined(text, box.end, group[0].start):
             break
         group.insert(0, box)
     contents: list[str] = []
@@ -176,16 +218,17 @@ def _inner_box(content: str, cut: bool = False) -> str:
 
 def _last_formula_in_prose(content: str) -> str:
     """``the larger of the two: $x=1$`` → ``x=1``: in a wordy phrase, the last formula is the answer."""
-    spans = [m for m in _MATH.finditer(content) if _is_formula(_formula_text(m))]
+    spans = [span for span in math_spans(content) if _is_formula(_formula_text(span))]
     if not spans:
         return content
-    outside = _MATH.sub(" ", content)
+    outside = " ".join(content[a.end:b.start] for a, b in zip([_Span(0, 0, "", False)] + spans, spans + [
+        _Span(len(content), len(content), "", False)]))
     return _formula_text(spans[-1]) if re.search(r"[A-Za-z]{3,}", outside) else content
 
 
 def _phrases(text: str) -> list[_Candidate]:
     found = []
-    for match in _PHRASE.finditer(text):
+    for match in list(_PHRASE.finditer(text))[-MAX_PHRASES:]:
         if _CHECKING.search(text, max(0, match.start() - 40), match.start()):
             continue
         content = _last_formula_in_prose(_inner_box(_sentence(text, match.end()), cut=True))
@@ -198,8 +241,11 @@ def _markers(text: str) -> list[_Candidate]:
     candidates = _phrases(text)
     for match in _GSM8K.finditer(text):
         candidates.append(_Candidate(match.start(), match.end(), match.group(1), "gsm8k"))
-    for match in _ANSWER_TAG.finditer(text):
-        candidates.append(_Candidate(match.start(), match.end(), _inner_box(match.group(1)), "tag"))
+    start = text.rfind("<answer>")  # only the last tag can hold the final answer
+    if start >= 0:
+        close = text.find("</answer>", start)
+        end = close if close >= 0 else min(len(text), start + 8 + PHRASE_CHARS)
+        candidates.append(_Candidate(start, end, _inner_box(text[start + 8:end]), "tag"))
     return candidates
 
 
@@ -218,10 +264,10 @@ def _is_formula(text: str) -> bool:
     return bool(mathy) and not re.search(r"(?<![\\A-Za-z{])[A-Za-z]{3,}", re.sub(r"\\text\{[^{}]*\}", "", text))
 
 
-def _formula_text(match: re.Match) -> str:
+def _formula_text(span: _Span) -> str:
     """The content of a math span; for a multi-line ``align`` block, its last line."""
-    text = next(g for g in match.groups() if g is not None)
-    if match.lastindex != 5 and "aligned" not in text:
+    text = span.text
+    if not span.block and "aligned" not in text:
         return text
     text = re.sub(r"\\(?:begin|end)\{aligned\}", "", text)
     lines = [line for line in re.split(r"\\\\(?:\[[^\]]*\])?", text) if line.strip()]
@@ -232,19 +278,18 @@ def _last_formula(text: str) -> tuple[int, str] | None:
     """The last ``$...$`` formula (with the ones before it when they list solutions, ``$x = 2$ or
     $x = 3$``), or a last line that is a bare formula; as (end position, formula). Equations stay
     whole: the comparison reads ``x = 5`` and ``29 \\cdot 7 = 203`` as their values."""
-    formulas = [m for m in _MATH.finditer(text) if _is_formula(_formula_text(m))]
+    formulas = [span for span in math_spans(text) if _is_formula(_formula_text(span))]
     if formulas:
         group = [formulas[-1]]
         last = _ASSIGNMENT.fullmatch(_formula_text(formulas[-1]))
-        for match in reversed(formulas[-MAX_JOINED:-1]):
-            same = _ASSIGNMENT.fullmatch(_formula_text(match))
+        for span in reversed(formulas[-MAX_JOINED:-1]):
+            same = _ASSIGNMENT.fullmatch(_formula_text(span))
             # only "x = 2 and x = 3" is a list of solutions; other formulas are steps
-            if not (last and same and same.group(1) == last.group(1)
-                    and _JOINER.fullmatch(text[match.end():group[0].start()])):
+            if not (last and same and same.group(1) == last.group(1) and _joined(text, span.end, group[0].start)):
                 break
-            group.insert(0, match)
-        values = [_formula_text(m).strip() for m in group]
-        return formulas[-1].end(), ", ".join(dict.fromkeys(values))
+            group.insert(0, span)
+        values = [_formula_text(span).strip() for span in group]
+        return formulas[-1].end, ", ".join(dict.fromkeys(values))
     last_line = text.rstrip().rsplit("\n", 1)[-1].strip().rstrip(".")
     if last_line and _is_formula(last_line):
         return len(text), last_line

@@ -119,7 +119,7 @@ def _read_argument(text: str, i: int) -> tuple[str, int] | None:
         return text[i + 1:end], end + 1
     if text[i] == "\\":
         match = _COMMAND.match(text, i)
-        return match.group(0), match.end()
+        return (match.group(0), match.end()) if match else None
     if text[i] in "}^_&":
         return None
     return text[i], i + 1
@@ -179,7 +179,7 @@ _TEXT_COMMANDS = re.compile(
     r"\\(?:text|mbox|textrm|textnormal|mathrm|textbf|mathbf|textit|mathit|textsf|mathsf|emph|"
     r"boldsymbol|operatorname|hbox)\s*\{")
 _TRAILING_TEXT = re.compile(r"^(.*?\S)\s*\\text\{([^{}]*)\}\s*(\^\s*\{?\s*[23]\s*\}?)?$")
-_TRAILING_WORDS = re.compile(r"^(.*?[\d}])(\s*)((?:[A-Za-z][A-Za-z/]*\.?\s*)+)(\^\s*\{?\s*[23]\s*\}?)?$")
+_UNIT_POWER = re.compile(r"\^\s?\{?\s?[23]\s?\}?$")
 _LEADING_FILLER = re.compile(
     r"^(?:(?:(?:so|thus|therefore|hence|then|it|is|are|was|be|equals?|equal\s+to|exactly|just|only|"
     r"answer|final|approximately|about|around|roughly|either|option|choice)(?![A-Za-z])|=|:)\s*)+(?=\S)", re.I)
@@ -197,6 +197,21 @@ def _is_unit_phrase(words: str, spaced: bool = True) -> bool:
     return bool(tokens) and all(t in allowed for t in tokens)
 
 
+def _trailing_words(text: str) -> tuple[str, str, bool] | None:
+    """``12 square cm^2`` → (``12``, ``square cm``, spaced=True): the plain words at the end and
+    what comes before them. A scan from the end, linear (no backtracking regex on hostile input)."""
+    body = _UNIT_POWER.sub("", text).rstrip()
+    i = len(body)
+    while i > 0 and (body[i - 1].isascii() and (body[i - 1].isalpha() or body[i - 1] in " ./")):
+        i -= 1
+    head, words = body[:i], body[i:]
+    stripped = words.lstrip(" ./")
+    if not stripped or not stripped[0].isalpha() or not head or head[-1] not in "0123456789}":
+        return None
+    head += words[:len(words) - len(stripped)]
+    return head.rstrip(), stripped.strip(), head != head.rstrip()
+
+
 def _drop_units(text: str) -> str:
     """Drop a trailing unit: ``15\\text{ cm}^2``, ``5.4 cents``, ``18 dollars``, ``7 apples``."""
     for _ in range(3):
@@ -205,13 +220,13 @@ def _drop_units(text: str) -> str:
             if match.group(2).strip() == "" or _is_unit_phrase(match.group(2)) or re.search(r"\d", match.group(1)):
                 text = match.group(1)
                 continue
-        match = _TRAILING_WORDS.match(text)
-        if match and re.search(r"\d", match.group(1)):
-            words, plain_number = match.group(3), bool(re.fullmatch(r"[-+]?[\d.,/]+", match.group(1)))
-            spaced = plain_number and bool(match.group(2))
+        split = _trailing_words(text)
+        if split and re.search(r"\d", split[0]):
+            head, words, spaced = split
+            spaced = spaced and bool(re.fullmatch(r"[-+]?[\d.,/]+", head))
             long_words = spaced and all(len(w.strip(".")) >= 2 for w in words.split())
             if _is_unit_phrase(words, spaced) or long_words:
-                text = match.group(1)
+                text = head
                 continue
         break
     return text
@@ -266,8 +281,8 @@ _BRACKETED_MATRIX = re.compile(r"^[\[(]\s*(\\begin\{(\w+)\}.*\\end\{\2\})\s*[\])
 _CURRENCY = re.compile(r"\\\$|\\textdollar|\$|\\(?:euro|pounds)(?![A-Za-z])|[€£¥]|US(?=\d)")
 _DEGREES = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![A-Za-z])|\\circ(?![A-Za-z])|\\degree(?![A-Za-z])")
 # "x \equiv 3 \pmod{9}": a congruence states a value; the modulus is context.
-_MODULUS = re.compile(r"\s*(?:\\pmod\s*\{[^{}]*\}|\\pmod\s*\w+|\(\s*\\(?:bmod|mod)\s*[^()]*\)"
-                      r"|\\(?:bmod|mod)\s*\{?\w+\}?)\s*$")
+_MODULUS = re.compile(r"(?:\\pmod\s?\{[^{}]*\}|\\pmod\s?\w+|\(\s?\\(?:bmod|mod)\s?[^()]*\)"
+                      r"|\\(?:bmod|mod)\s?\{?\w+\}?)$")
 _INFINITY = re.compile(r"\\infinity|\\inf(?![A-Za-z])|(?<![A-Za-z\\])(?:infinity|infty|inf)(?![A-Za-z])")
 _SPACE = re.compile(r"(.) (?=(.))")
 
@@ -293,9 +308,12 @@ def _strip_markup(text: str) -> str:
     text = _SPACING.sub(lambda m: m.group(0) if m.group(0) == "\\\\" else " ", text)
     text = _CURRENCY.sub(" ", text)
     text = text.replace("\\%", "%").replace("\\percent", "%")
-    text = re.sub(r"\s*(?:percent|per cent)\s*$", "%", text)
+    if "per" in text:
+        text = re.sub(r"(?:percent|per cent)$", "%", text.rstrip())
     text = _DEGREES.sub("", text)
-    return _MODULUS.sub("", text).replace("\\equiv", "=")
+    if "mod" in text:
+        text = _MODULUS.sub("", text.rstrip())
+    return text.replace("\\equiv", "=")
 
 
 def _strip_words(text: str) -> str:

@@ -90,6 +90,9 @@ class _Worker:
             raise WorkerCrashed("verifier worker is gone") from error
         return self._receive(timeout)
 
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
     def kill(self) -> None:
         try:
             self.process.kill()
@@ -113,18 +116,28 @@ class WorkerPool:
         self._count = 0
         self._condition = threading.Condition()
 
-    def _acquire(self, deadline: float) -> _Worker:
+    def _acquire(self, deadline: float) -> tuple[_Worker, float]:
+        """A free worker (started if needed) and the seconds spent waiting for one; starting a
+        worker is not counted as waiting."""
+        began = time.monotonic()
         with self._condition:
-            while not self._idle and self._count >= self.max_workers:
+            while True:
+                while self._idle:
+                    worker = self._idle.pop()
+                    if worker.alive():
+                        return worker, time.monotonic() - began
+                    worker.kill()  # died while idle (killed from outside): replace it
+                    self._count -= 1
+                if self._count < self.max_workers:
+                    break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise WorkerTimeout("no free verifier worker")
                 self._condition.wait(remaining)
-            if self._idle:
-                return self._idle.pop()
             self._count += 1
+        waited = time.monotonic() - began
         try:
-            return _Worker()
+            return _Worker(), waited
         except BaseException:
             with self._condition:
                 self._count -= 1
@@ -141,16 +154,10 @@ class WorkerPool:
 
     def run(self, payload: dict, timeout: float) -> dict:
         """Send ``payload`` to a worker; kill that worker if it has not answered in ``timeout``."""
-        started = time.monotonic()
-        worker = self._acquire(started + timeout)
-        waited = time.monotonic() - started
+        worker, waited = self._acquire(time.monotonic() + timeout)
         try:
             result = worker.request(payload, timeout - min(waited, timeout))
-        except (WorkerTimeout, WorkerCrashed):
-            worker.kill()
-            self._release(None)
-            raise
-        except BaseException:
+        except BaseException:  # a time-out, a crash, or an interrupt: this worker is not reused
             worker.kill()
             self._release(None)
             raise
@@ -159,7 +166,7 @@ class WorkerPool:
 
     def warm_up(self) -> None:
         """Start one worker now, so the first grade that needs SymPy does not wait for it."""
-        self._release(self._acquire(time.monotonic() + STARTUP_TIMEOUT))
+        self._release(self._acquire(time.monotonic() + STARTUP_TIMEOUT)[0])
 
     def shutdown(self) -> None:
         with self._condition:
