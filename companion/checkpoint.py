@@ -111,9 +111,8 @@ def _open_safetensors(path: Path):
 
 def build_model(config: ModelConfig, device=None, dtype=None) -> Qwen3Model:
     """An uninitialized model allocated directly on ``device`` in ``dtype`` (no CPU detour, no init)."""
-    with torch.device("meta"):
-        model = Qwen3Model(config)
-    model = model.to(dtype=dtype or torch.float32).to_empty(device=device or "cpu")
+    model = Qwen3Model(config, device="meta", dtype=dtype or torch.float32)
+    model = model.to_empty(device=device or "cpu")
     if config.tie_word_embeddings:  # to_empty breaks the tie; restore it
         model.lm_head.weight = model.embed.weight
     model.reset_rope()

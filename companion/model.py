@@ -24,10 +24,10 @@ class RMSNorm(nn.Module):
     most of its digits); the result is cast back before the gain, as Qwen does.
     """
 
-    def __init__(self, dim: int, eps: float = 1e-6):
+    def __init__(self, dim: int, eps: float = 1e-6, device=None, dtype=None):
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x32 = x.float()
@@ -135,18 +135,19 @@ class KVCache:
 
 
 class Attention(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, device=None, dtype=None):
         super().__init__()
+        factory = dict(device=device, dtype=dtype)
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = config.head_dim
         C, D = config.hidden_size, config.head_dim
-        self.q_proj = nn.Linear(C, self.num_heads * D, bias=config.qkv_bias)
-        self.k_proj = nn.Linear(C, self.num_kv_heads * D, bias=config.qkv_bias)
-        self.v_proj = nn.Linear(C, self.num_kv_heads * D, bias=config.qkv_bias)
-        self.o_proj = nn.Linear(self.num_heads * D, C, bias=False)
-        self.q_norm = RMSNorm(D, config.rms_norm_eps) if config.qk_norm else None
-        self.k_norm = RMSNorm(D, config.rms_norm_eps) if config.qk_norm else None
+        self.q_proj = nn.Linear(C, self.num_heads * D, bias=config.qkv_bias, **factory)
+        self.k_proj = nn.Linear(C, self.num_kv_heads * D, bias=config.qkv_bias, **factory)
+        self.v_proj = nn.Linear(C, self.num_kv_heads * D, bias=config.qkv_bias, **factory)
+        self.o_proj = nn.Linear(self.num_heads * D, C, bias=False, **factory)
+        self.q_norm = RMSNorm(D, config.rms_norm_eps, **factory) if config.qk_norm else None
+        self.k_norm = RMSNorm(D, config.rms_norm_eps, **factory) if config.qk_norm else None
         self.attend = attention_sdpa
 
     def forward(self, x, cos, sin, mask=None, cache: KVCache | None = None, layer: int = 0, start: int = 0):
@@ -167,11 +168,12 @@ class Attention(nn.Module):
 class FeedForward(nn.Module):
     """SwiGLU: down(silu(gate(x)) * up(x))."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, device=None, dtype=None):
         super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        factory = dict(bias=False, device=device, dtype=dtype)
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, **factory)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, **factory)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, **factory)
 
     def forward(self, x):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -180,12 +182,13 @@ class FeedForward(nn.Module):
 class TransformerBlock(nn.Module):
     """Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(x))."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, device=None, dtype=None):
         super().__init__()
-        self.attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.attn = Attention(config)
-        self.mlp_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mlp = FeedForward(config)
+        factory = dict(device=device, dtype=dtype)
+        self.attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, **factory)
+        self.attn = Attention(config, **factory)
+        self.mlp_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, **factory)
+        self.mlp = FeedForward(config, **factory)
 
     def forward(self, x, cos, sin, mask=None, cache=None, layer=0, start=0):
         x = x + self.attn(self.attn_norm(x), cos, sin, mask, cache, layer, start)
@@ -195,20 +198,29 @@ class TransformerBlock(nn.Module):
 class Qwen3Model(nn.Module):
     """Token ids (B, T) -> next-token logits (B, T, V)."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, device=None, dtype=None):
+        """``device="meta"`` builds the structure without allocating memory (see checkpoint.build_model)."""
         super().__init__()
         self.config = config
-        self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.num_hidden_layers))
-        self.final_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        factory = dict(device=device, dtype=dtype)
+        if device is not None and torch.device(device).type == "meta":
+            # On meta, Embedding's normal_() init goes through torch._refs and imports torch._dynamo
+            # (seconds); a meta model has no values to initialize anyway.
+            empty = torch.empty(config.vocab_size, config.hidden_size, **factory)
+            self.embed = nn.Embedding(config.vocab_size, config.hidden_size, _weight=empty)
+        else:
+            self.embed = nn.Embedding(config.vocab_size, config.hidden_size, **factory)
+        self.blocks = nn.ModuleList(TransformerBlock(config, **factory) for _ in range(config.num_hidden_layers))
+        self.final_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, **factory)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False, **factory)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed.weight
         self.reset_rope()
 
     def reset_rope(self) -> None:
         """RoPE frequencies, kept in fp32 and outside the state dict (model.to(bf16) must not round them)."""
-        self.inv_freq = rope_frequencies(self.config.head_dim, self.config.rope_theta, device=self.device)
+        device = None if self.device.type == "meta" else self.device  # meta has no values to compute
+        self.inv_freq = rope_frequencies(self.config.head_dim, self.config.rope_theta, device=device)
 
     def init_weights(self, seed: int | None = None, std: float = 0.02) -> "Qwen3Model":
         """Random weights as in HF's initializer: normal(0, std) matrices, zero biases, unit norms."""
