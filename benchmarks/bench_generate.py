@@ -19,7 +19,7 @@ import torch
 
 from companion.checkpoint import build_model, hf_to_ours
 from companion.config import ModelConfig, preset
-from companion.generate import SamplingParams, generate_ids
+from companion.generate import SamplingParams, compiled_decode_step, generate_ids
 
 TINY = ModelConfig(vocab_size=4096, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
                    num_attention_heads=4, num_key_value_heads=2, head_dim=64, max_position_embeddings=2048,
@@ -83,31 +83,34 @@ def run_hf(model, prompts, new_tokens):
     return seconds, out[:, length:]
 
 
-def run_ours(model, prompts, new_tokens):
+def run_ours(model, prompts, new_tokens, decode_step=None):
     t = time.perf_counter()
-    results = generate_ids(model, prompts, new_tokens, SamplingParams(), eos_ids=(1,), min_new_tokens=new_tokens)
+    results = generate_ids(model, prompts, new_tokens, SamplingParams(), eos_ids=(1,), min_new_tokens=new_tokens,
+                           decode_step=decode_step)
     seconds = time.perf_counter() - t
     assert all(len(tokens) == new_tokens for tokens, _, _ in results)
     return seconds, torch.tensor([tokens for tokens, _, _ in results])
 
 
-def bench_case(name, runs, new_tokens, bandwidth):
+def bench_case(name, runs, new_tokens, bandwidth, compile_step=False):
     config, dtype, batch = CASES[name]
     hf, ours = twin_models(config, dtype)
     prompts = prompts_for(batch, config.vocab_size)
-    run_hf(hf, prompts, 4), run_ours(ours, prompts, 4)  # warm-up
+    step = compiled_decode_step(ours) if compile_step else None
+    run_hf(hf, prompts, 4), run_ours(ours, prompts, 4), run_ours(ours, prompts, 8, step)  # warm-up (and compile)
     hf_times, our_times = [], []
     for _ in range(runs):
         seconds, hf_tokens = run_hf(hf, prompts, new_tokens)
         hf_times.append(seconds)
-        seconds, our_tokens = run_ours(ours, prompts, new_tokens)
+        seconds, our_tokens = run_ours(ours, prompts, new_tokens, step)
         our_times.append(seconds)
     same = (hf_tokens == our_tokens).float().mean().item()
     tokens = batch * new_tokens
     hf_rate, our_rate = tokens / statistics.median(hf_times), tokens / statistics.median(our_times)
     weight_bytes = ours.num_parameters() * torch.finfo(dtype).bits // 8
     limit = bandwidth / weight_bytes * batch  # tokens/s if each decode step only read the weights once
-    return dict(case=name, hf=hf_rate, ours=our_rate, ratio=our_rate / hf_rate, same_tokens=same,
+    label = name + (" compiled" if compile_step else "")
+    return dict(case=label, hf=hf_rate, ours=our_rate, ratio=our_rate / hf_rate, same_tokens=same,
                 ours_of_limit=our_rate / limit, hf_of_limit=hf_rate / limit)
 
 
@@ -116,13 +119,14 @@ def main(argv=None):
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--compile", action="store_true", help="also measure with the decode step torch.compiled")
     args = parser.parse_args(argv)
     bandwidth = measure_bandwidth()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, read bandwidth {bandwidth / 1e9:.1f} GB/s")
     print(f"{'case':<14} {'transformers tok/s':>19} {'companion tok/s':>16} {'ratio':>6} {'same tokens':>12} "
           f"{'ours / bw limit':>16} {'hf / bw limit':>14}")
-    for name in args.cases:
-        r = bench_case(name, args.runs, args.new_tokens, bandwidth)
+    for name, compile_step in [(n, c) for n in args.cases for c in ([False, True] if args.compile else [False])]:
+        r = bench_case(name, args.runs, args.new_tokens, bandwidth, compile_step)
         print(f"{r['case']:<14} {r['hf']:>19.1f} {r['ours']:>16.1f} {r['ratio']:>5.2f}x {r['same_tokens']:>12.0%} "
               f"{r['ours_of_limit']:>16.0%} {r['hf_of_limit']:>14.0%}", flush=True)
 

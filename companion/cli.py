@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "companion.refine",
     "companion.tiny",
     "companion.rl.cli",
+    "companion.pipeline",
 )
 
 

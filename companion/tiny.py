@@ -293,9 +293,11 @@ def tokenizer_corpus(problems, seed: int = 0) -> list[str]:
 # Training
 # ---------------------------------------------------------------------------------------------
 # The shipped model's amount of work. A fixed step count (not a time budget) makes the same command
-# give the same model on any machine, however busy. Timed on a shared, loaded 2-core CPU with one
-# torch thread: about 1.7 s per step, so under 30 minutes; a quiet 2-core machine is faster.
-DEFAULT_STEPS = 1000
+# give the same model on any machine, however busy. Sized from a short timing on a 2-core CPU (two
+# torch threads, the run given priority over other jobs): about 7,000 tokens/s, and the 2000 steps
+# see 9.5M tokens, so about 23 minutes; under 30 on a quiet machine. Sharing the cores slows it
+# down: the shipped run, on cores also busy with other jobs' tests, took 54 minutes.
+DEFAULT_STEPS = 2000
 
 
 @dataclass(frozen=True)
@@ -756,6 +758,7 @@ class CardFacts:
     tokens_trained: int = 0  # input tokens over the whole run
     reply_tokens_trained: int = 0
     threads: int | None = None
+    cpu_count: int | None = os.cpu_count()
 
 
 def model_card(recipe: Recipe, facts: CardFacts, report: dict | None = None) -> str:
@@ -783,7 +786,7 @@ def model_card(recipe: Recipe, facts: CardFacts, report: dict | None = None) -> 
         f"- Reproduce: `{reproduce_command(facts.seed, facts.steps, recipe)}` (see `companion/tiny.py`).",
         f"- {facts.steps} optimizer steps of {recipe.batch_size} chats, seed {facts.seed}; {facts.examples:,} chats "
         f"({facts.tokens:,} tokens) per epoch, {facts.epochs_begun} epoch(s) begun.",
-        f"- Measured training time: {facts.elapsed / 60:.1f} minutes on a 2-core CPU{threads}{speed}.",
+        f"- Measured training time: {facts.elapsed / 60:.1f} minutes on a {facts.cpu_count}-core CPU{threads}{speed}.",
         f"- AdamW (betas 0.9/0.95, weight decay {recipe.weight_decay}), peak learning rate {recipe.lr:g}, "
         f"{recipe.warmup_steps} warmup steps, cosine decay to {recipe.min_lr_ratio:g} of the peak; "
         f"{'bf16 autocast' if recipe.bf16 else 'fp32'}; loss on assistant tokens only.",

@@ -302,3 +302,17 @@ def test_cli_train_resume_plot_and_inspect(tokenizer, tmp_path, capsys):
     assert rl_main(["plan-run", "--model", str(tmp_path / "start"), "--prompt-tokens", "50", "-G", "4"]) == 0
     out = capsys.readouterr().out
     assert "AdamW moments" in out and "peak" in out
+
+
+def test_overlong_punishment_joins_the_rewards_when_asked(tokenizer, problems):
+    from companion.rl.rewards import default_reward_functions
+
+    names = [f.name for f in default_reward_functions({"correctness": 1.0}, max_new_tokens=8, overlong_tokens=4)]
+    assert names == ["correctness", "overlong"]
+    trainer = make_trainer(tokenizer, problems, rewards=None, algo="dapo", max_new_tokens=8, mask_truncated=False,
+                           dynamic_sampling=False, reward_weights={"correctness": 1.0})
+    assert trainer.config.overlong_tokens == 2
+    groups, metrics = trainer.collect()
+    # random completions run to the limit: -1 each, and nothing is correct
+    assert metrics["rewards/overlong/mean"] == -1.0 and metrics["reward"] == -1.0
+    assert metrics["accuracy"] == 0.0

@@ -199,3 +199,26 @@ def test_resume_refuses_another_recipe(tmp_path):
     other = tiny.Recipe(**{**MICRO.__dict__, "lr": 1e-4})
     with pytest.raises(ValueError, match="another recipe"):
         tiny.train(tmp_path / "c", steps=4, recipe=other, progress_bar=False, resume=True)
+
+
+def test_the_default_run_is_a_fixed_number_of_steps():
+    """The shipped model's command has no time budget: same command, same amount of work, any machine."""
+    import argparse
+    import inspect
+
+    assert inspect.signature(tiny.train).parameters["minutes"].default is None
+    parser = argparse.ArgumentParser()
+    tiny.register_cli(parser.add_subparsers())
+    args = parser.parse_args(["train-tiny", "--out", "runs/tiny"])
+    assert args.steps is None and args.minutes is None
+    assert tiny.reproduce_command(0, tiny.DEFAULT_STEPS, tiny.Recipe()) == "python -m companion train-tiny --out runs/tiny"
+    assert tiny.reproduce_command(1, 50, tiny.Recipe(hidden_size=64)) == \
+        "python -m companion train-tiny --out runs/tiny --steps 50 --seed 1 --hidden-size 64"
+
+
+def test_minutes_caps_a_fixed_step_run(tmp_path):
+    tiny.train(tmp_path / "d", minutes=1e-4, steps=50, recipe=MICRO, progress_bar=False)
+    log = (tmp_path / "d" / "log.jsonl").read_text().splitlines()
+    assert 1 <= len(log) < 50
+    card = (tmp_path / "d" / "model" / "README.md").read_text()
+    assert "parameters" in card and "tokens/s" in card

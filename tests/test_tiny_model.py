@@ -49,7 +49,7 @@ def test_the_folder_is_complete_and_small():
 def test_transformers_gives_the_same_logits_and_tokens(shipped, prompts):
     transformers = pytest.importorskip("transformers")
     model, tokenizer = shipped
-    hf_model = transformers.AutoModelForCausalLM.from_pretrained(FOLDER, torch_dtype=torch.float32).eval()
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(FOLDER).float().eval()
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(FOLDER)
     for text in prompts:
         ids = tokenizer.encode(text)

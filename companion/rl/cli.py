@@ -84,6 +84,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--reward-weights", default="correctness=1,format=0.2",
                    help="comma-separated name=weight of the built-in rewards (correctness, format)")
     g.add_argument("--seed", type=int, default=defaults.seed)
+    g.add_argument("--compile", dest="compile_decode", action="store_true",
+                   help="torch.compile the decode step of rollouts (a few minutes once; then much faster on CPU)")
 
 
 def parse_weights(text: str) -> dict[str, float]:
@@ -102,7 +104,8 @@ def config_from_args(args, **extra) -> GRPOConfig:
         overrides.setdefault("clip_eps_high", args.clip_eps)
     for name in ("steps", "group_size", "prompts_per_step", "max_new_tokens", "inner_epochs", "minibatches",
                  "micro_batch", "rollout_prompts", "lr", "warmup_steps", "min_lr_ratio", "weight_decay",
-                 "max_grad_norm", "temperature", "top_p", "top_k", "prompt_style", "seed", "max_draws"):
+                 "max_grad_norm", "temperature", "top_p", "top_k", "prompt_style", "seed", "max_draws",
+                 "compile_decode"):
         overrides[name] = getattr(args, name)
     overrides["reward_weights"] = parse_weights(args.reward_weights)
     return GRPOConfig.from_algo(args.algo, **overrides, **extra)

@@ -60,6 +60,7 @@ class GRPOConfig:
     prompt_style: str = "cot"
     rollout_prompts: int = 0  # prompts generated together (bounds the KV cache); 0 = all of the step's
     min_new_tokens: int = 0  # EOS blocked before this many tokens (benchmarks force fixed lengths with it)
+    compile_decode: bool = False  # torch.compile the sampling engine's decode step (compiles once, for minutes)
     # -- optimization
     steps: int = 100
     inner_epochs: int = 1  # mu: passes over each batch of rollouts

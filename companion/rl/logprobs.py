@@ -45,7 +45,7 @@ class SelectedLogprobs(torch.autograd.Function):
         probs = None
         for start in range(0, N, chunk):
             end = min(N, start + chunk)
-            logits = F.linear(hidden[start:end], weight).float() / temperature  # (n, V)
+            logits = _scaled(F.linear(hidden[start:end], weight).float(), temperature)  # (n, V)
             norm = torch.logsumexp(logits, dim=-1)  # (n,)
             logprobs[start:end] = logits.gather(1, targets[start:end, None]).squeeze(1) - norm
             probs = torch.exp(logits - norm[:, None])
@@ -67,17 +67,21 @@ class SelectedLogprobs(torch.autograd.Function):
             h = hidden[start:end]
             probs = ctx.probs
             if probs is None:
-                probs = torch.softmax(F.linear(h, weight).float() / ctx.temperature, dim=-1)
+                probs = torch.softmax(_scaled(F.linear(h, weight).float(), ctx.temperature), dim=-1)
             g = grad_logprobs[start:end, None]  # (n, 1)
             grad_logits = -probs * g  # (n, V)
             grad_logits.scatter_add_(1, targets[start:end, None], g)
-            grad_logits = (grad_logits / ctx.temperature).to(weight.dtype)
+            grad_logits = _scaled(grad_logits, ctx.temperature).to(weight.dtype)
             if need_hidden:
                 grad_hidden[start:end] = grad_logits @ weight
             if need_weight:
                 grad_weight.addmm_(grad_logits.T, h)
         ctx.probs = None
         return grad_hidden, grad_weight, None, None, None
+
+
+def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    return logits if temperature == 1.0 else logits / temperature  # skip a pass over (n, V) at T = 1
 
 
 def selected_logprobs(hidden, weight, targets, temperature: float = 1.0, chunk: int = 0):

@@ -97,10 +97,11 @@ def strip_eos(tokens: list[int], eos_ids) -> list[int]:
 def sample_groups(model, tokenizer, prompts: PromptCache, golds: list[str], indices: list[int], group_size: int,
                   max_new_tokens: int, params: SamplingParams, generator: torch.Generator | None,
                   reward_functions: list[RewardFunction], rollout_prompts: int = 0,
-                  min_new_tokens: int = 0) -> list[Group]:
+                  min_new_tokens: int = 0, decode_step=None) -> list[Group]:
     """Sample ``group_size`` completions for each problem in ``indices`` and score them.
 
-    ``rollout_prompts`` caps how many prompts are generated together (0: all at once).
+    ``rollout_prompts`` caps how many prompts are generated together (0: all at once);
+    ``decode_step`` is the engine's optional replacement for the model in decoding (compiled).
     """
     eos_ids = eos_ids_of(tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -112,7 +113,7 @@ def sample_groups(model, tokenizer, prompts: PromptCache, golds: list[str], indi
         part = indices[start:start + chunk]
         outputs = generate_ids(model, [prompts[i][1] for i in part], max_new_tokens, params, eos_ids,
                                num_samples=group_size, generator=generator, min_new_tokens=min_new_tokens,
-                               pad_id=pad_id)  # prompt-major: prompt j's samples are rows j*G .. j*G+G-1
+                               pad_id=pad_id, decode_step=decode_step)  # prompt-major: prompt j's samples are rows j*G .. j*G+G-1
         for j, index in enumerate(part):
             rows = outputs[j * group_size:(j + 1) * group_size]
             groups.append(Group(

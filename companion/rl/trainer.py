@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from companion.generate import SamplingParams
+from companion.generate import SamplingParams, compiled_decode_step
 from companion.rl import checkpointing
 from companion.rl.advantages import group_advantages, has_spread
 from companion.rl.config import GRPOConfig
@@ -54,11 +54,14 @@ def lr_factor(update: int, total_updates: int, warmup_updates: int, min_ratio: f
 
 
 def make_optimizer(model, config: GRPOConfig) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices only (not on norms and biases)."""
+    """AdamW; weight decay on matrices only (not on norms and biases). The fused kernel (one pass
+    over all parameters) where the device has it, the loop over parameters elsewhere."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2))
+    fused = model.device.type in ("cpu", "cuda") and all(p.dtype in (torch.float32, torch.bfloat16, torch.float16)
+                                                          for p in params)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2), fused=fused)
 
 
 class GRPOTrainer:
@@ -91,6 +94,9 @@ class GRPOTrainer:
         self.log = MetricsLog(self.out_dir / "metrics.jsonl" if self.out_dir else None, wandb_project, config.to_dict())
         self.verbose = verbose
         self.last_groups: list[Group] = []
+        # Eager decoding spends most of its time dispatching small kernels; a compiled decode step
+        # removes that overhead (it reads the live weights, so updates are seen).
+        self.decode_step = compiled_decode_step(model) if config.compile_decode else None
 
     # ---- the loop --------------------------------------------------------------------------------
 
@@ -124,10 +130,10 @@ class GRPOTrainer:
         metrics.update(self.update(groups))
         self.step += 1
         elapsed = time.perf_counter() - started
-        completion_tokens = sum(len(c) for g in groups for c in g.completions)
-        self.num_tokens += sum((len(g.prompt_ids) * g.size + sum(map(len, g.completions))) for g in groups)
+        self.num_tokens += metrics.pop("_prompt_tokens") + metrics["completions/generated_tokens"]
         metrics.update({"step": self.step, "step_time": elapsed, "rollout_time": rollout_time,
-                        "update_time": elapsed - rollout_time, "tokens_per_second": completion_tokens / elapsed,
+                        "update_time": elapsed - rollout_time,
+                        "tokens_per_second": metrics["completions/generated_tokens"] / elapsed,
                         "num_tokens": self.num_tokens, "epoch": self.stream.epoch})
         self.log.write(metrics)
         self.last_groups = groups
@@ -194,7 +200,7 @@ class GRPOTrainer:
         c = self.config
         return sample_groups(self.model, self.tokenizer, self.prompts, self.golds, indices, c.group_size,
                              c.max_new_tokens, self.params, self.generator, self.reward_functions, c.rollout_prompts,
-                             c.min_new_tokens)
+                             c.min_new_tokens, self.decode_step)
 
     def collect(self) -> tuple[list[Group], dict]:
         """The step's groups (with rewards) and the metrics of what was sampled.
@@ -215,6 +221,8 @@ class GRPOTrainer:
             if len(kept) >= c.prompts_per_step:
                 break
         metrics = self.reward_metrics(drawn)
+        metrics["completions/generated_tokens"] = sum(len(tokens) for g in drawn for tokens in g.completions)
+        metrics["_prompt_tokens"] = sum(len(g.prompt_ids) * g.size for g in drawn)
         if c.dynamic_sampling:
             dropped = sum(1 for g in drawn if not bool(has_spread(g.rewards[None])[0]))
             metrics.update({"dynamic_sampling/draws": draws, "dynamic_sampling/groups_drawn": len(drawn),
