@@ -812,7 +812,8 @@ def _report_lines(report: dict) -> list[str]:
     samples = next(key for key in report if key.startswith("pass@"))
     lines = [
         f"## Accuracy on the `{report.get('split', 'test')}` split ({report['problems']} problems)", "",
-        "Measured by `python -m companion tiny-report --model data/tiny-reasoner` (greedy unless said).", "",
+        "Measured by `python -m companion tiny-report --model data/tiny-reasoner "
+        f"--limit {report['problems']}` (greedy unless said).", "",
         "| measure | accuracy |", "|---|---|",
     ]
     lines += [f"| greedy, `{style}` prompt | {value:.1%} |" for style, value in report["greedy"].items()]
