@@ -217,6 +217,8 @@ def save_model(model: Qwen3Model, tokenizer, folder: str | os.PathLike, max_shar
             tokenizer.save(staging)
         for name, text in (extra_files or {}).items():
             (staging / name).write_text(text)
+        for path in staging.iterdir():
+            path.chmod(0o644)  # some writers create private files; a model folder is ordinary data
         _replace_folder(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

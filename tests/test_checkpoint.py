@@ -173,3 +173,12 @@ def test_load_never_holds_two_copies(hf_folder, monkeypatch):
     monkeypatch.setattr(checkpoint, "build_model", spy)
     model, _ = load_model(hf_folder, tokenizer=False)
     assert built and {n: p.data_ptr() for n, p in model.named_parameters()} == built[0]
+
+
+def test_saved_folder_is_readable_by_everyone(tmp_path):
+    hf = tiny_hf_model("qwen3")
+    ours, _ = load_model(save_hf(hf, tmp_path / "src"), tokenizer=False)
+    folder = save_model(ours, None, tmp_path / "out")
+    assert folder.stat().st_mode & 0o777 == 0o755
+    assert {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()} == {
+        "config.json": 0o644, "model.safetensors": 0o644, "generation_config.json": 0o644}
