@@ -85,7 +85,8 @@ def run_ours(folder: Path, problems: list[dict], prompts_per_step: int, steps: i
 def trl_trainer(folder: Path, problems: list[dict], prompts_per_step: int, steps: int, out: Path):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
-    from trl import GRPOConfig as TRLConfig, GRPOTrainer as TRLTrainer
+    from trl import GRPOConfig as TRLConfig
+    from trl import GRPOTrainer as TRLTrainer
 
     from companion.prompts import build_prompt
 

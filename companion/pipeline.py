@@ -31,7 +31,7 @@ from pathlib import Path
 # one GPU in about an hour (gsm8k, math500). Every value can be overridden on the command line.
 PROFILES = {
     "arith": dict(limit=200, max_new_tokens=192, batch_size=64, sc_n=8, refine_rounds=1, train_dataset="arith",
-                  grpo=dict(steps=40, prompts_per_step=8, group_size=8, max_new_tokens=192, micro_batch=64,
+                  grpo=dict(steps=40, prompts_per_step=8, group_size=8, max_new_tokens=192, micro_batch=16,
                             lr=2e-5, beta=0.0, warmup_steps=2, temperature=1.0)),
     "gsm8k": dict(limit=None, max_new_tokens=768, batch_size=64, sc_n=8, refine_rounds=1, train_dataset="gsm8k",
                   grpo=dict(steps=200, prompts_per_step=16, group_size=8, max_new_tokens=512, micro_batch=16,
@@ -76,7 +76,7 @@ class PipelineSettings:
     progress: bool = True
 
     @classmethod
-    def for_benchmark(cls, benchmark: str, **overrides) -> "PipelineSettings":
+    def for_benchmark(cls, benchmark: str, **overrides) -> PipelineSettings:
         profile = dict(PROFILES[benchmark])
         grpo = {**profile.pop("grpo"), **overrides.pop("grpo", {})}
         return cls(benchmark=benchmark, grpo=grpo, **{**profile, **overrides})
@@ -131,8 +131,7 @@ def _refine(model, tokenizer, problems, settings: PipelineSettings, path: Path):
 def _grpo(model, tokenizer, settings: PipelineSettings, folder: Path):
     """Train in place (or resume, or read back a finished run); returns the trained model."""
     from companion.checkpoint import load_model, save_model
-    from companion.rl import GRPOConfig, GRPOTrainer
-    from companion.rl import checkpointing
+    from companion.rl import GRPOConfig, GRPOTrainer, checkpointing
     from companion.rl.cli import load_problems as load_train
 
     final = folder / "model"

@@ -212,7 +212,7 @@ def test_clip_higher_uses_separate_low_and_high_ranges():
 
 def _written_out_loss(logp, old, ref, adv, mask, loss_type, eps_low, eps_high, beta, level, L_const):
     """The objective with explicit loops, written independently of companion.rl.losses."""
-    rows, per_row, total_tokens = [], [], 0
+    per_row, total_tokens = [], 0
     for i in range(logp.shape[0]):
         tokens = [t for t in range(logp.shape[1]) if mask[i, t]]
         if not tokens:

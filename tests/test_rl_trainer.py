@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from companion.checkpoint import load_model
-from companion.rl import GRPOConfig, GRPOTrainer, RewardFunction
-from companion.rl import checkpointing
-from companion.rl.cli import config_from_args, main as rl_main, register_cli
+from companion.rl import GRPOConfig, GRPOTrainer, RewardFunction, checkpointing
+from companion.rl.cli import config_from_args, register_cli
+from companion.rl.cli import main as rl_main
 from companion.rl.config import PRESETS
 from companion.rl.logprobs import completion_logprobs
 from companion.rl.toy import toy_model, toy_problems, toy_tokenizer
@@ -312,7 +312,7 @@ def test_overlong_punishment_joins_the_rewards_when_asked(tokenizer, problems):
     trainer = make_trainer(tokenizer, problems, rewards=None, algo="dapo", max_new_tokens=8, mask_truncated=False,
                            dynamic_sampling=False, reward_weights={"correctness": 1.0})
     assert trainer.config.overlong_tokens == 2
-    groups, metrics = trainer.collect()
+    _, metrics = trainer.collect()
     # random completions run to the limit: -1 each, and nothing is correct
     assert metrics["rewards/overlong/mean"] == -1.0 and metrics["reward"] == -1.0
     assert metrics["accuracy"] == 0.0

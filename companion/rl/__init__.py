@@ -15,6 +15,6 @@ from companion.rl.rewards import (Completions, RewardFunction, correctness_rewar
                                   format_reward, soft_overlong_punishment)
 from companion.rl.trainer import GRPOTrainer
 
-__all__ = ["ALGORITHMS", "Completions", "GRPOConfig", "GRPOTrainer", "Normalizer", "PRESETS", "RewardFunction",
+__all__ = ["ALGORITHMS", "PRESETS", "Completions", "GRPOConfig", "GRPOTrainer", "Normalizer", "RewardFunction",
            "aggregate", "correctness_reward", "default_reward_functions", "format_reward", "group_advantages",
            "grpo_loss", "soft_overlong_punishment"]

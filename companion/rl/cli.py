@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from companion.rl.config import ALGORITHMS, IMPORTANCE_LEVELS, LOSS_TYPES, PRESETS, SCALE_REWARDS, GRPOConfig
+from companion.rl.config import ALGORITHMS, IMPORTANCE_LEVELS, LOSS_TYPES, SCALE_REWARDS, GRPOConfig
 
 DATASETS = ("arith", "gsm8k", "math", "math500")
 
@@ -190,7 +190,7 @@ def _longest_prompt(path: Path, args) -> int:
         tokenizer = load_tokenizer(path if path.is_dir() else args.model)
         problems = load_problems(args.dataset, args.split, 200)
         return max(len(tokenizer.encode(build_prompt(tokenizer, _question(p), args.prompt_style))) for p in problems)
-    except Exception as error:  # planning must work offline and without data
+    except (OSError, ValueError, ImportError, KeyError) as error:  # planning works offline, without data
         print(f"(prompt length not measured: {error}; assuming 128 tokens, set --prompt-tokens)")
         return 128
 

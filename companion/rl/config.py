@@ -55,8 +55,8 @@ class GRPOConfig:
     group_size: int = 8
     max_new_tokens: int = 256
     temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
+    top_k: int = 0  # top_k / top_p shape what is drawn; log-probs (sampler's and trainer's alike) are of the
+    top_p: float = 1.0  # whole temperature-scaled distribution, as in TRL, so the two always agree
     prompt_style: str = "cot"
     rollout_prompts: int = 0  # prompts generated together (bounds the KV cache); 0 = all of the step's
     min_new_tokens: int = 0  # EOS blocked before this many tokens (benchmarks force fixed lengths with it)
@@ -116,7 +116,7 @@ class GRPOConfig:
                 raise ValueError(message)
 
     @classmethod
-    def from_algo(cls, algo: str = "grpo", **overrides) -> "GRPOConfig":
+    def from_algo(cls, algo: str = "grpo", **overrides) -> GRPOConfig:
         """The preset ``algo``, then ``overrides`` on top (explicit values always win)."""
         if algo not in PRESETS:
             raise ValueError(f"unknown algo {algo!r}; choose one of {', '.join(ALGORITHMS)}")

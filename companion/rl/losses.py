@@ -34,14 +34,10 @@ class Normalizer:
     constant: int = 1
 
     @classmethod
-    def from_mask(cls, mask: torch.Tensor, constant: int = 1) -> "Normalizer":
+    def from_mask(cls, mask: torch.Tensor, constant: int = 1) -> Normalizer:
         """mask (B, L) of every row in the optimizer step. A sequence whose tokens are all masked
         out (a truncated one under ``mask_truncated``) is not counted."""
         return cls(int(mask.sum()), int((mask.sum(dim=1) > 0).sum()), constant)
-
-    @classmethod
-    def from_masks(cls, masks: list[torch.Tensor], constant: int = 1) -> "Normalizer":
-        return cls(sum(int(m.sum()) for m in masks), sum(int((m.sum(dim=1) > 0).sum()) for m in masks), constant)
 
 
 def aggregate(values: torch.Tensor, mask: torch.Tensor, loss_type: str, norm: Normalizer) -> torch.Tensor:

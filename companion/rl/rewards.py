@@ -7,8 +7,8 @@ correctness stays flat is the classic sign of reward hacking, and only per-funct
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -176,7 +176,7 @@ class GRPOTrainer:
 
     @classmethod
     def resume(cls, out_dir: str | Path, problems, reward_functions: list[RewardFunction] | None = None,
-               device=None, dtype=None, checkpoint: str | Path | None = None, **kwargs) -> "GRPOTrainer":
+               device=None, dtype=None, checkpoint: str | Path | None = None, **kwargs) -> GRPOTrainer:
         """Rebuild the trainer of ``out_dir`` from its latest checkpoint (or ``checkpoint``)."""
         from companion.checkpoint import load_model
 
@@ -265,7 +265,7 @@ class GRPOTrainer:
         tokens = group.completions[sample]
         return next((i + 1 for i, token in enumerate(tokens) if token in self.eos_ids), len(tokens))
 
-    def minibatches(self, groups: list[Group], advantages: torch.Tensor) -> list["Minibatch"]:
+    def minibatches(self, groups: list[Group], advantages: torch.Tensor) -> list[Minibatch]:
         """Groups split into ``minibatches`` parts (one optimizer update each), each cut into
         micro-batches of ``micro_batch`` completions, in group order.
 
@@ -287,7 +287,7 @@ class GRPOTrainer:
             parts.append(Minibatch(norm, micro, len(rows) - len(work)))
         return parts
 
-    def _micro_batch(self, groups: list[Group], advantages: torch.Tensor, rows: list[tuple[int, int]]) -> "MicroBatch":
+    def _micro_batch(self, groups: list[Group], advantages: torch.Tensor, rows: list[tuple[int, int]]) -> MicroBatch:
         device = self.model.device
         packed = pack([groups[g].prompt_ids for g, _ in rows], [groups[g].completions[s] for g, s in rows],
                       self.pad_id, self.eos_ids, device)
@@ -303,7 +303,7 @@ class GRPOTrainer:
                           sampler.to(device))
 
     @torch.no_grad()
-    def _logprobs_no_grad(self, model, micro: "MicroBatch") -> torch.Tensor:
+    def _logprobs_no_grad(self, model, micro: MicroBatch) -> torch.Tensor:
         return completion_logprobs(model, micro.packed, self.config.temperature, self.config.logprob_chunk)[0]
 
     def update(self, groups: list[Group]) -> dict:
@@ -343,7 +343,7 @@ class GRPOTrainer:
         return {**metrics, "advantage/mean": float(adv.mean()), "advantage/std": float(adv.std()),
                 "learning_rate": self.scheduler.get_last_lr()[0]}
 
-    def _accumulate_gradients(self, micro: "MicroBatch", norm: Normalizer, stats: "Accumulator", first_pass: bool) -> None:
+    def _accumulate_gradients(self, micro: MicroBatch, norm: Normalizer, stats: Accumulator, first_pass: bool) -> None:
         c = self.config
         logp, entropy = completion_logprobs(self.model, micro.packed, c.temperature, c.logprob_chunk)  # (B, L)
         # On-policy, pi_old is the current policy: the detached log-probs make the ratio exactly 1
@@ -361,7 +361,7 @@ class Minibatch:
     """The rows of one optimizer update: their normalizer and the micro-batches that need computing."""
 
     norm: Normalizer
-    micro: list["MicroBatch"]
+    micro: list[MicroBatch]
     skipped_rows: int
 
 
