@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from companion.generate import generate
 from companion.prompts import PROMPT_STYLES, build_prompt
-from companion.tiny import build_revise_prompt
+from companion.prompts import build_revise_prompt
 from companion.verifier import equivalent, extract_answer
 
 

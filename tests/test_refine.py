@@ -17,7 +17,7 @@ from companion.model import Qwen3Model
 from companion.prompts import build_prompt
 from companion.refine import (ResponseLogprobs, answer_logprob, answer_token_indices, auroc, boxed_span,
                               heuristic_score, mean_logprob, min_logprob, score_response, score_responses)
-from companion.tiny import build_revise_prompt
+from companion.prompts import build_revise_prompt
 from companion.tokenizer import load_tokenizer
 from test_scaling import run_cli, scripted_model
 
