@@ -12,6 +12,11 @@ kinds, so that the model behaves like a small base model that the later chapters
   error is carried through the later steps) and asks for a review; the assistant re-computes
   each step in turn, stops at the first wrong one, and finishes the solution from there.
 
+On top of these, ``drill`` chats list bare equations taken from the steps of training problems
+(``47 + 38``) and the assistant writes each with its result. A model of this size learns the
+wording of the stories quickly but the sums slowly: trained on the story chats alone it got
+three result digits in five wrong. Drills give the arithmetic many more examples per token.
+
 Prompts come from ``companion.prompts`` so that training and evaluation use the same text.
 The tokenizer is a byte-level BPE trained on this corpus, with Qwen's pre-tokenizer (digits split
 one by one), Qwen3's added tokens in Qwen3's order and the Qwen3 chat template.
@@ -39,7 +44,7 @@ from companion.config import ModelConfig
 from companion.generate import generate
 from companion.model import Qwen3Model
 from companion.prompts import REVISE_INSTRUCTION, build_revise_prompt, revise_message, build_prompt
-from companion.synthetic import OPERATIONS, SyntheticProblem, Step, read_split, recompute, split_problems
+from companion.synthetic import OPERATIONS, Limits, SyntheticProblem, Step, read_split, recompute, split_problems
 from companion.tokenizer import (
     QWEN3_CHAT_TEMPLATE,
     QWEN3_NON_SPECIAL_TOKENS,
@@ -57,6 +62,9 @@ END_OF_TURN = "<|im_end|>"
 # How often each kind of example is drawn for the corpus.
 CORPUS_MIX = {"cot": 0.4, "thinking": 0.2, "direct": 0.2, "revise": 0.2}
 SLIP_FRACTION = 0.5  # of revise examples, how many show an attempt with a slip
+DRILLS_PER_PROBLEM = 0.5  # drill chats added to the corpus per training problem
+DRILL_EQUATIONS = 16  # equations per drill chat
+DRILL_INSTRUCTION = "Work out each line."
 SLIP_OFFSETS = (-100, -10, -2, -1, 1, 2, 10, 100)
 
 
@@ -188,16 +196,33 @@ def make_example(tokenizer, problem: SyntheticProblem, kind: str, rng: random.Ra
     return Example(kind, prompt, reply + END_OF_TURN, len(problem.steps))
 
 
+def drill_example(tokenizer, problems, rng: random.Random, equations: int = DRILL_EQUATIONS) -> Example:
+    """A chat of bare equations drawn from the steps of ``problems``, answered one per line.
+
+    Drawing the equations from real solutions gives them the operand sizes and the mix of
+    operations that the stories need.
+    """
+    steps = [rng.choice(rng.choice(problems).steps) for _ in range(equations)]
+    question = "\n".join(f"{s.left.value} {s.op} {s.right.value}" for s in steps)
+    messages = [{"role": "user", "content": f"{question}\n{DRILL_INSTRUCTION}"}]
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=False)
+    reply = "\n".join(f"{s.equation()}." for s in steps)
+    return Example("drill", prompt, reply + END_OF_TURN, 1)
+
+
 def build_corpus(tokenizer, problems, seed: int = 0, kinds_per_problem: int = 2,
-                 mix: dict[str, float] | None = None) -> list[Example]:
-    """Every problem rendered as ``kinds_per_problem`` different kinds drawn from ``mix``, shuffled."""
+                 mix: dict[str, float] | None = None, drills_per_problem: float = DRILLS_PER_PROBLEM) -> list[Example]:
+    """Every problem rendered as ``kinds_per_problem`` different kinds drawn from ``mix``, plus
+    ``drills_per_problem * len(problems)`` drill chats, shuffled."""
     mix = mix or CORPUS_MIX
+    problems = list(problems)
     rng = random.Random(f"corpus-{seed}")
     examples = []
     for problem in problems:
         recompute(problem.steps)
         for kind in _draw_kinds(rng, mix, kinds_per_problem):
             examples.append(make_example(tokenizer, problem, kind, rng))
+    examples += [drill_example(tokenizer, problems, rng) for _ in range(round(drills_per_problem * len(problems)))]
     rng.shuffle(examples)
     return examples
 
@@ -293,11 +318,10 @@ def tokenizer_corpus(problems, seed: int = 0) -> list[str]:
 # Training
 # ---------------------------------------------------------------------------------------------
 # The shipped model's amount of work. A fixed step count (not a time budget) makes the same command
-# give the same model on any machine, however busy. Sized from a short timing on a 2-core CPU (two
-# torch threads, the run given priority over other jobs): about 7,000 tokens/s, and the 2000 steps
-# see 9.5M tokens, so about 23 minutes; under 30 on a quiet machine. Sharing the cores slows it
-# down: the shipped run, on cores also busy with other jobs' tests, took 54 minutes.
-DEFAULT_STEPS = 2000
+# give the same model on any machine, however busy. On a 2-core CPU (two torch threads) a step takes
+# about 0.9 to 1.2 s, so 1600 steps take 24 to 32 minutes; the shipped run measured 32 minutes
+# (its card), with other jobs' processes sharing the cores for part of it.
+DEFAULT_STEPS = 1600
 
 
 @dataclass(frozen=True)
@@ -462,7 +486,7 @@ def prepare_tokenizer(run: RunFolder, problems, seed: int, resume: bool) -> Toke
 def prepare_data(tokenizer: Tokenizer, recipe: Recipe, seed: int, train_problems, val_problems):
     """Encoded training chats and a fixed set of held-out chats for the validation loss."""
     train = build_corpus(tokenizer, train_problems, seed, recipe.kinds_per_problem)
-    val = build_corpus(tokenizer, val_problems[:recipe.val_examples], seed, kinds_per_problem=1)
+    val = build_corpus(tokenizer, val_problems[:recipe.val_examples], seed, kinds_per_problem=1, drills_per_problem=0)
     return encode_examples(tokenizer, train), encode_examples(tokenizer, val)
 
 
@@ -791,7 +815,9 @@ def model_card(recipe: Recipe, facts: CardFacts, report: dict | None = None) -> 
         f"{recipe.warmup_steps} warmup steps, cosine decay to {recipe.min_lr_ratio:g} of the peak; "
         f"{'bf16 autocast' if recipe.bf16 else 'fp32'}; loss on assistant tokens only.",
         f"- Chats per problem: {recipe.kinds_per_problem}, of the kinds "
-        + ", ".join(f"{kind} {share:.0%}" for kind, share in CORPUS_MIX.items()) + ".",
+        + ", ".join(f"{kind} {share:.0%}" for kind, share in CORPUS_MIX.items())
+        + f"; plus {DRILLS_PER_PROBLEM:g} drill chat per problem ({DRILL_EQUATIONS} bare equations each, "
+          "taken from the steps of training problems).",
         "", "![loss](loss.png)", "",
     ]
     if report:
@@ -802,7 +828,9 @@ def model_card(recipe: Recipe, facts: CardFacts, report: dict | None = None) -> 
         "review of an earlier attempt from `companion.prompts.build_revise_prompt`, ending with:", "",
         f"> {REVISE_INSTRUCTION}", "",
         "## Limits", "",
-        "It only knows the arithmetic stories it was trained on: integers up to 999, four operations,",
+        "It only knows the arithmetic stories it was trained on: stated numbers up to "
+        f"{Limits.max_operand}, factors and divisors up to {Limits.max_factor}, results up to {Limits.max_value}, "
+        "four operations,",
         "one to six steps. It is a teaching model, not a general one.", "",
     ]
     return "\n".join(lines) + "\n"

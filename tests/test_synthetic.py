@@ -52,12 +52,13 @@ def test_every_step_is_used_by_the_answer(problems):
         assert used == set(range(len(problem.steps) - 1)), problem.solution()
 
 
-def test_values_respect_the_limits():
+@pytest.mark.parametrize("limits", [Limits(), Limits(max_operand=50, max_factor=9, max_value=999)])
+def test_values_respect_the_limits(limits):
     rng = random.Random(7)
-    limits = Limits(max_operand=20, max_factor=5, max_value=300)
     for steps in range(1, 7):
         for _ in range(100):
-            problem = generate_problem(rng, steps, 20, max_factor=5, max_value=300)
+            problem = generate_problem(rng, steps, limits.max_operand, max_factor=limits.max_factor,
+                                       max_value=limits.max_value)
             for step in problem.steps:
                 assert 1 <= step.result <= limits.max_value
                 if step.op in "×÷":

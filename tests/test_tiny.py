@@ -65,6 +65,8 @@ def test_every_reply_grades_correct(corpus, problems):
     """The verifier finds the right answer in every target, whatever its kind."""
     answers = {p.question: str(p.answer) for p in problems}
     for example in corpus:
+        if example.kind == "drill":
+            continue
         question = _user_message(example).split("\n")[0]
         assert grade(example.reply.removesuffix(tiny.END_OF_TURN), answers[question]), example.text
 
@@ -73,10 +75,27 @@ def test_corpus_mix_and_determinism(tokenizer, problems):
     corpus = tiny.build_corpus(tokenizer, problems, seed=3)
     assert corpus == tiny.build_corpus(tokenizer, problems, seed=3)
     assert corpus != tiny.build_corpus(tokenizer, problems, seed=4)
-    assert len(corpus) == 2 * len(problems)
-    kinds = {kind: sum(e.kind == kind for e in corpus) / len(corpus) for kind in tiny.CORPUS_MIX}
+    drills = round(tiny.DRILLS_PER_PROBLEM * len(problems))
+    assert len(corpus) == 2 * len(problems) + drills
+    assert sum(e.kind == "drill" for e in corpus) == drills
+    stories = [e for e in corpus if e.kind != "drill"]
+    kinds = {kind: sum(e.kind == kind for e in stories) / len(stories) for kind in tiny.CORPUS_MIX}
     assert all(share > 0.1 for share in kinds.values()), kinds
     assert kinds["cot"] > kinds["direct"]
+
+
+def test_drills_are_true_equations_from_the_problems(tokenizer, problems):
+    """Each drill line is a step of some training problem, with its correct result."""
+    equations = {step.equation() for p in problems for step in p.steps}
+    drill = tiny.drill_example(tokenizer, problems, random.Random(0))
+    lines = drill.reply.removesuffix(tiny.END_OF_TURN).split("\n")
+    assert len(lines) == tiny.DRILL_EQUATIONS
+    for line in lines:
+        assert line.endswith(".") and line[:-1] in equations, line
+    asked = _user_message(drill).split("\n")
+    assert asked[:-1] == [line.rsplit(" = ", 1)[0] for line in lines]
+    assert asked[-1] == tiny.DRILL_INSTRUCTION
+    assert drill.prompt.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
 
 
 def test_a_slip_is_one_wrong_step_carried_forward(problems):
