@@ -22,8 +22,11 @@ of tokens. The model has the tiny model's architecture (random weights unless ``
 from __future__ import annotations
 
 import argparse
+import json
+import platform
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -69,6 +72,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sequential", action="store_true", help="also time N separate calls (slow)")
+    parser.add_argument("--out", default=None, help="also write the settings, times and ratios to this JSON file")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (1 is steadier on a machine shared with other jobs)")
     args = parser.parse_args()
@@ -96,6 +100,15 @@ def main() -> None:
     if "sequential" in medians:
         print(f"sequential / shared: {medians['sequential'] / medians['shared']:.2f}x")
     print(f"independent / shared: {medians['independent'] / medians['shared']:.2f}x")
+    if args.out:
+        report = {"model": args.model or "random weights, tiny-model shape", "n": args.n,
+                  "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens, "repeats": args.repeats,
+                  "parameters": model.num_parameters(), "threads": torch.get_num_threads(),
+                  "machine": f"{platform.machine()} CPU, torch {torch.__version__}",
+                  "times": times, "median_seconds": medians,
+                  "ratios": {f"{way} / shared": medians[way] / medians["shared"] for way in ways if way != "shared"}}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Measure inference-time scaling on a model and write the results table (markdown + JSON).
 
-Rows: greedy with the direct prompt, greedy with the step-by-step prompt, self-consistency at
+Rows: greedy with the direct, the step-by-step and the thinking prompt, self-consistency at
 several N (all samples, and with early stopping), best-of-n by mean log-prob and by the
 heuristic, and pass@k (unbiased). Each row has its accuracy and mean generated tokens per problem.
 
@@ -46,11 +46,15 @@ def mean(values) -> float:
     return sum(values) / len(values)
 
 
-def greedy_row(model, tokenizer, problems, method: str, args) -> dict:
-    settings = RunSettings(method, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
-    records = scaling.run_problems(model, tokenizer, problems, settings)
-    style = "direct" if method == "greedy" else "step-by-step"
-    return {"method": f"greedy, {style} prompt", "n": 1, "accuracy": mean(r["correct"] for r in records),
+GREEDY_ROWS = (("greedy", "direct"), ("cot", "cot"), ("cot", "thinking"))
+GREEDY_NAMES = {"direct": "greedy, direct prompt", "cot": "greedy, step-by-step prompt",
+                "thinking": "greedy, thinking prompt"}
+
+
+def greedy_row(model, tokenizer, problems, method: str, style: str, args) -> dict:
+    settings = RunSettings(method, prompt_style=style, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    records = scaling.run_benchmark(model, tokenizer, problems, settings)
+    return {"method": GREEDY_NAMES[style], "n": 1, "accuracy": mean(r["correct"] for r in records),
             "tokens": mean(r["tokens"] for r in records)}
 
 
@@ -93,7 +97,7 @@ def markdown(rows, meta) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="model folder (default: the shipped tiny model)")
     parser.add_argument("--benchmark", default="arith", choices=("arith", "gsm8k", "math500"))
@@ -109,9 +113,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sweep-limit", type=int, default=100, help="problems in the temperature/top-p sweep")
+    parser.add_argument("--sweep-temperatures", type=float, nargs="+", default=[0.2, 0.5, 0.7, 1.0, 1.3])
+    parser.add_argument("--sweep-top-ps", type=float, nargs="+", default=[1.0, 0.9, 0.7])
+    parser.add_argument("--sweep-n", type=int, default=8, help="samples per problem and setting in the sweep")
     parser.add_argument("--no-sweep", action="store_true")
     parser.add_argument("--out-dir", default="benchmarks/results")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if max(args.ns + args.best_of + args.ks) > args.pool:
         parser.error("every N and k must be at most --pool")
 
@@ -123,10 +130,10 @@ def main() -> None:
     problems = load_problems(args.benchmark, split=args.split, limit=args.limit)
     timings = {}
     rows = []
-    for method in ("greedy", "cot"):
+    for method, style in GREEDY_ROWS:
         t = time.perf_counter()
-        rows.append(greedy_row(model, tokenizer, problems, method, args))
-        timings[method] = time.perf_counter() - t
+        rows.append(greedy_row(model, tokenizer, problems, method, style, args))
+        timings[f"greedy {style}"] = time.perf_counter() - t
         print(rows[-1], flush=True)
     t = time.perf_counter()
     pools = draw_pool(model, tokenizer, problems, args)
@@ -138,14 +145,16 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     points = scaling.scaling_curves(pools, sorted(set([1] + args.ns)))
-    ax = scaling.plot_scaling_curves(points, {r["method"]: (r["tokens"], r["accuracy"]) for r in rows[:2]})
+    greedy_points = {r["method"]: (r["tokens"], r["accuracy"]) for r in rows[:len(GREEDY_ROWS)]}
+    ax = scaling.plot_scaling_curves(points, greedy_points)
+    ax.set_title(f"{args.benchmark} {args.split or 'test'}, {len(problems)} problems: accuracy against compute")
     ax.figure.savefig(out / "scaling_curves.png", dpi=120, bbox_inches="tight")
     plt.close(ax.figure)
     sweep = []
     if not args.no_sweep:
         t = time.perf_counter()
-        sweep = scaling.sampling_sweep(model, tokenizer, problems[:args.sweep_limit], [0.2, 0.5, 0.7, 1.0, 1.3],
-                                       [1.0, 0.9, 0.7], n=8, max_new_tokens=args.max_new_tokens, seed=args.seed,
+        sweep = scaling.sampling_sweep(model, tokenizer, problems[:args.sweep_limit], args.sweep_temperatures,
+                                       args.sweep_top_ps, n=args.sweep_n, max_new_tokens=args.max_new_tokens, seed=args.seed,
                                        batch_size=args.batch_size, progress=True)
         timings["sweep"] = time.perf_counter() - t
         axes = scaling.plot_sampling_sweep(sweep)
@@ -155,18 +164,21 @@ def main() -> None:
     meta = {"model": args.model or "data/tiny-reasoner", "benchmark": args.benchmark,
             "split": args.split or "test", "problems": len(problems), "temperature": args.temperature,
             "top_p": args.top_p, "pool": args.pool, "seed": args.seed, "max_new_tokens": args.max_new_tokens,
+            "sweep_problems": len(problems[:args.sweep_limit]) if sweep else 0,
             "commit": git_commit(), "seconds": time.perf_counter() - started, "timings": timings,
             "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"}
     by = {(r["method"], r["n"]): r for r in rows}
     if ("self-consistency", 10) in by:
-        meta["sc10_minus_greedy_cot_points"] = 100 * (by[("self-consistency", 10)]["accuracy"] - rows[1]["accuracy"])
-    (out / "scaling.json").write_text(json.dumps({"meta": meta, "rows": rows, "curves": [vars(p) for p in points],
-                                                  "sweep": sweep}, indent=2) + "\n")
+        greedy_cot = by[(GREEDY_NAMES["cot"], 1)]["accuracy"]
+        meta["sc10_minus_greedy_cot_points"] = 100 * (by[("self-consistency", 10)]["accuracy"] - greedy_cot)
+    results = {"meta": meta, "rows": rows, "curves": [vars(p) for p in points], "sweep": sweep}
+    (out / "scaling.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(rows, meta)
     (out / "scaling.md").write_text(table)
     print(table)
     if "sc10_minus_greedy_cot_points" in meta:
         print(f"self-consistency N=10 minus greedy step-by-step: {meta['sc10_minus_greedy_cot_points']:+.1f} points")
+    return results
 
 
 if __name__ == "__main__":

@@ -29,10 +29,12 @@ from pathlib import Path
 
 # Per-benchmark defaults: what fits the tiny model on a CPU in minutes (arith), or a 0.6B model on
 # one GPU in about an hour (gsm8k, math500). Every value can be overridden on the command line.
+# arith: 200 test problems per stage; GRPO 100 steps of 8 prompts x 8 completions (about 3 s each on a
+# 2-core CPU), the settings of benchmarks/measure_grpo.py with fewer steps.
 PROFILES = {
     "arith": dict(limit=200, max_new_tokens=192, batch_size=64, sc_n=8, refine_rounds=1, train_dataset="arith",
-                  grpo=dict(steps=40, prompts_per_step=8, group_size=8, max_new_tokens=192, micro_batch=16,
-                            lr=2e-5, beta=0.0, warmup_steps=2, temperature=1.0)),
+                  grpo=dict(steps=100, prompts_per_step=8, group_size=8, max_new_tokens=160, micro_batch=64,
+                            lr=1.5e-4, beta=0.0, warmup_steps=10, temperature=1.0)),
     "gsm8k": dict(limit=None, max_new_tokens=768, batch_size=64, sc_n=8, refine_rounds=1, train_dataset="gsm8k",
                   grpo=dict(steps=200, prompts_per_step=16, group_size=8, max_new_tokens=512, micro_batch=16,
                             lr=1e-6, beta=0.04, warmup_steps=10, temperature=1.0)),

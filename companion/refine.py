@@ -46,6 +46,7 @@ class ResponseLogprobs:
     token_ids: list[int]
     logprobs: list[float]
     offsets: list[tuple[int, int]]  # (start, end) character span of each token in ``text``
+    finish_reason: str = "stop"  # how the response ended when it was generated: "stop" or "length"
 
 
 def _encode_with_offsets(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
@@ -66,16 +67,20 @@ def _encode_with_offsets(tokenizer, text: str) -> tuple[list[int], list[tuple[in
 
 @torch.inference_mode()
 def score_responses(model, tokenizer, prompts: Sequence[str], responses: Sequence[str],
-                    batch_size: int = 16) -> list[ResponseLogprobs]:
+                    batch_size: int = 16, finish_reasons: Sequence[str] | None = None) -> list[ResponseLogprobs]:
     """Per-token log-probs of each response given its prompt: one forward pass per batch.
 
     Prompt and response are tokenized separately, as generation produced them. Rows are padded on
     the right, so no mask is needed: under the causal mask a real token never sees the padding
     that follows it. Only the response positions go through the LM head, which keeps memory at
-    (response tokens x vocabulary) even for Qwen3's 152k-token vocabulary.
+    (response tokens x vocabulary) even for Qwen3's 152k-token vocabulary. ``finish_reasons``
+    (from generation; "stop" if not given) only travel along, for the heuristic score.
     """
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    finish_reasons = list(finish_reasons) if finish_reasons is not None else ["stop"] * len(responses)
+    if len(finish_reasons) != len(responses):
+        raise ValueError(f"{len(finish_reasons)} finish reasons but {len(responses)} responses")
     encoded = [(tokenizer.encode(p), *_encode_with_offsets(tokenizer, r)) for p, r in zip(prompts, responses)]
     if any(not prompt_ids for prompt_ids, _, _ in encoded):
         raise ValueError("every prompt needs at least one token")
@@ -92,7 +97,8 @@ def score_responses(model, tokenizer, prompts: Sequence[str], responses: Sequenc
             first = len(prompt_ids) - 1  # the position whose output predicts the first response token
             logits = model.lm_head(hidden[i, first:first + len(response_ids)]).float()
             logprobs = torch.log_softmax(logits, dim=-1).gather(-1, torch.tensor(response_ids, device=logits.device)[:, None])
-            results.append(ResponseLogprobs(responses[start + i], response_ids, logprobs[:, 0].tolist(), offsets))
+            results.append(ResponseLogprobs(responses[start + i], response_ids, logprobs[:, 0].tolist(), offsets,
+                                            finish_reasons[start + i]))
     return results
 
 
@@ -153,7 +159,7 @@ SCORERS: dict[str, Callable[[ResponseLogprobs], float]] = {
     "mean-logprob": mean_logprob,
     "answer-logprob": answer_logprob,
     "min-logprob": min_logprob,
-    "heuristic": lambda scored: heuristic_score(scored.text),
+    "heuristic": lambda scored: heuristic_score(scored.text, scored.finish_reason),
 }
 
 
@@ -261,6 +267,7 @@ class Draft:
     accepted: bool
     tokens: int  # generated for this draft or revision
     correct: bool | None = None
+    finish_reason: str = "stop"  # "length" when generation hit max_new_tokens
 
 
 @dataclass
@@ -307,6 +314,8 @@ class RefineSettings:
     batch_size: int = 32
 
     def __post_init__(self):
+        if self.rounds < 0:
+            raise ValueError(f"rounds must be 0 or more, got {self.rounds}")
         if self.scorer not in SCORERS:
             raise ValueError(f"unknown scorer {self.scorer!r}; choose one of {', '.join(SCORERS)}")
         if self.accept not in ACCEPT_RULES:
@@ -317,6 +326,7 @@ class RefineSettings:
 
 def self_refine_batch(model, tokenizer, questions: Sequence[str], rounds: int = 2, scorer: str = "mean-logprob",
                       drafts: Sequence[str] | None = None, draft_tokens: Sequence[int] | None = None,
+                      draft_finish_reasons: Sequence[str] | None = None, generation_cache: dict | None = None,
                       **options) -> list[RefineResult]:
     """Draft, then up to ``rounds`` rounds of review-and-revise, for many questions at once.
 
@@ -325,33 +335,51 @@ def self_refine_batch(model, tokenizer, questions: Sequence[str], rounds: int = 
     prompt. With ``revise_below`` (a confidence in [0, 1], see ``confidence``) only drafts less
     confident than that are revised at all. A question drops out when its revision is rejected
     under greedy decoding (the same prompt would give the same revision again) or when the
-    revision repeats the kept text. ``drafts`` (with their ``draft_tokens``, for the token count)
-    skips drafting, e.g. to compare scorers on the same drafts.
+    revision repeats the kept text. ``drafts`` (with their ``draft_tokens``, for the token count,
+    and ``draft_finish_reasons``) skips drafting, e.g. to compare scorers on the same drafts.
+
+    ``generation_cache`` (a dict kept by the caller) remembers greedy generations by prompt, so
+    runs that share drafts (say, one per scorer) generate each review only once: under greedy
+    decoding the same review prompt gives the same revision. Sampled generations are not cached.
     """
     settings = RefineSettings(rounds, scorer, **options)
     prompts = [build_prompt(tokenizer, q, settings.prompt_style) for q in questions]
     if drafts is None:
-        generated = _generate(model, tokenizer, prompts, settings, settings.seed)
+        generated = _generate(model, tokenizer, prompts, settings, settings.seed, generation_cache)
         drafts, draft_tokens = [g.text for g in generated], [g.num_tokens for g in generated]
+        draft_finish_reasons = [g.finish_reason for g in generated]
+    if len(drafts) != len(questions):
+        raise ValueError(f"{len(questions)} questions but {len(drafts)} drafts")
     draft_tokens = draft_tokens or [0] * len(drafts)
+    draft_finish_reasons = draft_finish_reasons or ["stop"] * len(drafts)
+    scored_drafts = score_responses(model, tokenizer, prompts, drafts, settings.batch_size, draft_finish_reasons)
     results = []
-    for q, text, tokens, s in zip(questions, drafts, draft_tokens,
-                                  score_responses(model, tokenizer, prompts, drafts, settings.batch_size)):
+    for q, text, tokens, s in zip(questions, drafts, draft_tokens, scored_drafts):
         scores = all_scores(s)
-        draft = Draft(0, text, extract_answer(text), scores[settings.scorer], True, tokens)
+        draft = Draft(0, text, extract_answer(text), scores[settings.scorer], True, tokens,
+                      finish_reason=s.finish_reason)
         results.append(RefineResult(q, [draft], [draft.answer], scores))
     active = [i for i, r in enumerate(results) if settings.revise_below is None
               or confidence(settings.scorer, r.history[0].score) < settings.revise_below]
     for round_index in range(1, settings.rounds + 1):
-        active = _revise_round(model, tokenizer, questions, prompts, results, active, round_index, settings)
+        active = _revise_round(model, tokenizer, questions, prompts, results, active, round_index, settings,
+                               generation_cache)
         for result in results:
             result.answers_by_round.append(result.final.answer)
     return results
 
 
-def _generate(model, tokenizer, prompts, settings: RefineSettings, seed):
-    return generate(model, tokenizer, prompts, settings.max_new_tokens, settings.temperature, top_p=settings.top_p,
-                    seed=seed, batch_size=settings.batch_size)
+def _generate(model, tokenizer, prompts, settings: RefineSettings, seed, cache: dict | None = None):
+    if cache is None or settings.temperature > 0:
+        return generate(model, tokenizer, prompts, settings.max_new_tokens, settings.temperature,
+                        top_p=settings.top_p, seed=seed, batch_size=settings.batch_size)
+    keys = [(p, settings.max_new_tokens) for p in prompts]
+    missing = list(dict.fromkeys(k for k in keys if k not in cache))
+    if missing:
+        fresh = generate(model, tokenizer, [p for p, _ in missing], settings.max_new_tokens,
+                         batch_size=settings.batch_size)
+        cache.update(zip(missing, fresh))
+    return [cache[k] for k in keys]
 
 
 def _round_seed(seed: int | None, round_index: int) -> int | None:
@@ -359,21 +387,22 @@ def _round_seed(seed: int | None, round_index: int) -> int | None:
 
 
 def _revise_round(model, tokenizer, questions, prompts, results, active, round_index,
-                  settings: RefineSettings) -> list[int]:
+                  settings: RefineSettings, cache: dict | None = None) -> list[int]:
     """One review-and-revise round for the ``active`` questions; returns those still active."""
     if not active:
         return []
     kept = {i: results[i].final for i in active}
     review_prompts = [build_revise_prompt(tokenizer, questions[i], kept[i].text) for i in active]
-    revisions = _generate(model, tokenizer, review_prompts, settings, _round_seed(settings.seed, round_index))
+    revisions = _generate(model, tokenizer, review_prompts, settings, _round_seed(settings.seed, round_index), cache)
+    # scored as answers to the question itself, like the draft, so the two scores can be compared
     scored = score_responses(model, tokenizer, [prompts[i] for i in active], [r.text for r in revisions],
-                             settings.batch_size)
+                             settings.batch_size, [r.finish_reason for r in revisions])
     still_active = []
     for i, revision, s in zip(active, revisions, scored):
         score = SCORERS[settings.scorer](s)
         accepted = revision_accepted(kept[i].score, score, settings.accept)
         results[i].history.append(Draft(round_index, revision.text, extract_answer(revision.text), score, accepted,
-                                        revision.num_tokens))
+                                        revision.num_tokens, finish_reason=revision.finish_reason))
         if revision.text != kept[i].text and (accepted or settings.temperature > 0):
             still_active.append(i)
     return still_active
@@ -438,6 +467,7 @@ def summarize(records: Sequence[dict]) -> dict:
     summary["right_to_wrong"] = sum(a and not b for a, b in zip(draft, final)) / n
     summary["wrong_to_right"] = sum(b and not a for a, b in zip(draft, final)) / n
     summary["revised_fraction"] = sum(len(rec["history"]) > 1 for rec in records) / n
+    summary["kept_revision_fraction"] = sum(any(d["accepted"] for d in rec["history"][1:]) for rec in records) / n
     summary["tokens_per_problem"] = sum(rec["tokens"] for rec in records) / n
     for name in SCORERS:
         summary[f"auroc_{name}"] = auroc([json_score(rec["draft_scores"][name]) for rec in records], draft)

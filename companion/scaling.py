@@ -542,6 +542,7 @@ def plot_scaling_curves(points: Sequence[CurvePoint], baselines: dict[str, tuple
 # Benchmark runs (the command line and the measurement script)
 # ---------------------------------------------------------------------------------------------
 METHODS = ("greedy", "cot", "self-consistency", "best-of-n")
+SAMPLING_METHODS = ("self-consistency", "best-of-n")
 DEFAULT_STYLE = {"greedy": "direct", "cot": "cot", "self-consistency": "cot", "best-of-n": "cot"}
 
 
@@ -566,7 +567,21 @@ class RunSettings:
         if self.prompt_style not in PROMPT_STYLES:
             raise ValueError(f"unknown prompt style {self.prompt_style!r}")
         if self.n < 1:
-            raise ValueError("n must be at least 1")
+            raise ValueError(f"n must be at least 1, got {self.n}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top-p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top-k must be >= 0, got {self.top_k}")
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ValueError(f"max-new-tokens and batch-size must be at least 1, got {self.max_new_tokens} "
+                             f"and {self.batch_size}")
+        if self.method in SAMPLING_METHODS and self.temperature == 0:
+            # at temperature 0 every sample is the greedy one: n copies of a single answer
+            raise ValueError(f"{self.method} samples its answers: it needs a temperature above 0")
+        if self.scorer not in BEST_OF_N_SCORERS:
+            raise ValueError(f"unknown scorer {self.scorer!r}; choose one of {', '.join(BEST_OF_N_SCORERS)}")
 
 
 def run_problems(model, tokenizer, problems, settings: RunSettings, same: Same = equivalent) -> list[dict]:

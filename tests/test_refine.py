@@ -158,7 +158,7 @@ def test_revision_accepted_only_when_strictly_better():
     assert refine.revision_accepted(-0.1, -5.0, rule="always")
     with pytest.raises(ValueError):
         refine.revision_accepted(-1.0, -0.5, rule="sometimes")
-    for bad in (dict(scorer="vibes"), dict(accept="sometimes"), dict(prompt_style="shouting")):
+    for bad in (dict(scorer="vibes"), dict(accept="sometimes"), dict(prompt_style="shouting"), dict(rounds=-1)):
         with pytest.raises(ValueError):
             refine.RefineSettings(**bad)
 
@@ -232,4 +232,58 @@ def test_refine_command_writes_records_and_summary(tmp_path, monkeypatch, capsys
     values = dict(line.split(": ") for line in lines[1:])
     assert float(values["accuracy_round_0"]) == pytest.approx(2 / 3, abs=1e-3)
     assert float(values["right_to_wrong"]) == 0.0 and float(values["auroc_heuristic"]) == 0.5
+    assert float(values["kept_revision_fraction"]) == 0.0  # every revision repeated its draft: a tie, rejected
     assert all(r["history"][0]["text"] == "\\boxed{7}" and r["tokens"] == 12 for r in records)
+
+
+def test_the_heuristic_in_the_loop_knows_when_a_response_was_cut_off(tokenizer):
+    model = scripted_model({"7": 1.0})  # replies \boxed{7} and stops after 5 tokens
+    full, cut = (refine.self_refine(model, tokenizer, QUESTION, rounds=0, scorer="heuristic", max_new_tokens=n)
+                 for n in (12, 3))
+    assert (full.history[0].finish_reason, cut.history[0].finish_reason) == ("stop", "length")
+    assert full.history[0].score == pytest.approx(heuristic_score(full.history[0].text, "stop"))
+    assert cut.history[0].score == pytest.approx(heuristic_score(cut.history[0].text, "length"))
+    given = refine.self_refine_batch(model, tokenizer, [QUESTION] * 2, rounds=0, scorer="heuristic",
+                                     drafts=["so \\boxed{7}"] * 2, draft_finish_reasons=["stop", "length"])
+    assert given[0].history[0].score - given[1].history[0].score == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="finish reasons"):
+        score_responses(model, tokenizer, ["a"], ["b"], finish_reasons=["stop", "stop"])
+    with pytest.raises(ValueError, match="drafts"):
+        refine.self_refine_batch(model, tokenizer, [QUESTION] * 2, rounds=1, drafts=["\\boxed{7}"])
+
+
+def test_a_shared_cache_generates_each_greedy_review_once(tokenizer, monkeypatch):
+    model = scripted_model({"7": 0.8, "8": 0.2})
+    calls = []
+    real_generate = refine.generate
+    monkeypatch.setattr(refine, "generate", lambda m, t, prompts, *a, **k: calls.append(len(prompts))
+                        or real_generate(m, t, prompts, *a, **k))
+    options = dict(rounds=2, drafts=["\\boxed{8}", "\\boxed{8}", "\\boxed{7}"], max_new_tokens=12)
+    uncached = refine.self_refine_batch(model, tokenizer, [QUESTION] * 3, scorer="min-logprob", **options)
+    assert calls == [3, 2]  # round 2 revises only the accepted revisions of round 1
+    cache, calls[:] = {}, []
+    for scorer in ("min-logprob", "answer-logprob"):
+        cached = refine.self_refine_batch(model, tokenizer, [QUESTION] * 3, scorer=scorer, generation_cache=cache,
+                                          **options)
+    assert calls == [2]  # three review prompts, two of them the same, and nothing new the second time
+    assert [[(d.text, d.accepted, d.tokens) for d in r.history] for r in cached] == \
+        [[(d.text, d.accepted, d.tokens) for d in r.history] for r in uncached]
+    calls[:] = []
+    refine.self_refine_batch(model, tokenizer, [QUESTION], rounds=1, drafts=["\\boxed{8}"], temperature=1.0,
+                             max_new_tokens=12, generation_cache=cache)
+    assert calls == [1]  # sampled revisions are never taken from the cache
+
+
+def test_summary_counts_changed_answers_kept_revisions_and_tokens(tokenizer):
+    model = scripted_model({"7": 0.8, "8": 0.2})
+    problems = [SimpleNamespace(id=f"p{i}", question=QUESTION, answer="7") for i in range(2)]
+    records = refine.run_problems(model, tokenizer, problems, rounds=1, scorer="answer-logprob",
+                                  drafts=["\\boxed{8}", "\\boxed{7}"], draft_tokens=[6, 6], max_new_tokens=12)
+    summary = refine.summarize(records)
+    assert [r["correct_by_round"] for r in records] == [[False, True], [True, True]]
+    assert summary["accuracy_round_0"] == 0.5 and summary["accuracy"] == summary["accuracy_round_1"] == 1.0
+    assert (summary["wrong_to_right"], summary["right_to_wrong"]) == (0.5, 0.0)
+    assert (summary["revised_fraction"], summary["kept_revision_fraction"]) == (1.0, 0.5)
+    assert summary["tokens_per_problem"] == 12  # a 6-token draft and a 6-token revision each
+    assert summary["auroc_answer-logprob"] == 1.0  # the right draft is the more confident one
+    assert json.loads(json.dumps(records)) == records

@@ -33,8 +33,9 @@ HIDDEN = 64
 SCRIPTED_CONFIG = ModelConfig(vocab_size=151936, hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=1,
                               num_attention_heads=2, num_key_value_heads=1, head_dim=32,
                               max_position_embeddings=4096, tie_word_embeddings=False)
-# Qwen3 token ids: "\n\n" ends every chat prompt; then "\", "boxed", "{", answer tokens, "}".
-NEWLINES, BACKSLASH, BOXED, OPEN, CLOSE, IM_END = 271, 59, 79075, 90, 92, 151645
+# Qwen3 token ids: "\n\n" ends every chat prompt but the thinking one, which ends with "\n"; then "\",
+# "boxed", "{", answer tokens, "}".
+NEWLINE, NEWLINES, BACKSLASH, BOXED, OPEN, CLOSE, IM_END = 198, 271, 59, 79075, 90, 92, 151645
 DIGIT = {str(d): 15 + d for d in range(10)}
 SLASH, DOT = 14, 13
 ANSWER_TOKENS = {"7": [DIGIT["7"]], "8": [DIGIT["8"]], "3": [DIGIT["3"]],
@@ -48,7 +49,8 @@ def scripted_model(answers: dict[str, float], strength: float = 40.0) -> Qwen3Mo
     embedding, so the model is a bigram table: embedding row = one-hot state, LM-head rows = the
     logits of the successors. Answers must not share a token position with different successors.
     """
-    transitions: dict[int, dict[int, float]] = {NEWLINES: {BACKSLASH: 1.0}, BACKSLASH: {BOXED: 1.0},
+    transitions: dict[int, dict[int, float]] = {NEWLINES: {BACKSLASH: 1.0}, NEWLINE: {BACKSLASH: 1.0},
+                                                BACKSLASH: {BOXED: 1.0},
                                                 BOXED: {OPEN: 1.0}, OPEN: {}}
     for answer, p in answers.items():
         tokens = ANSWER_TOKENS[answer] + [CLOSE]
@@ -371,3 +373,93 @@ def test_run_settings_reject_unknown_choices():
         scaling.RunSettings(prompt_style="shouting")
     assert scaling.RunSettings(method="greedy").prompt_style == "direct"
     assert scaling.RunSettings(method="cot").prompt_style == "cot"
+
+
+def test_run_settings_reject_bad_sampling_values_by_name():
+    for kwargs, words in [({"method": "self-consistency", "temperature": 0.0}, "temperature above 0"),
+                          ({"method": "best-of-n", "temperature": 0.0}, "temperature above 0"),
+                          ({"temperature": -0.5}, "temperature"), ({"top_p": 0.0}, "top-p"),
+                          ({"top_p": 1.5}, "top-p"), ({"top_k": -1}, "top-k"), ({"n": 0}, "n must"),
+                          ({"scorer": "vibes"}, "scorer"), ({"max_new_tokens": 0}, "max-new-tokens")]:
+        with pytest.raises(ValueError, match=words):
+            scaling.RunSettings(**kwargs)
+    assert scaling.RunSettings(method="greedy", temperature=0.0).method == "greedy"
+
+
+def test_scale_command_reports_bad_input_without_a_traceback(capsys):
+    from companion.cli import main
+
+    assert main(["scale", "--method", "self-consistency", "--temperature", "0", "--limit", "1"]) == 1
+    error = capsys.readouterr().err
+    assert "temperature above 0" in error and "Traceback" not in error
+
+
+# ---- prompt styles -------------------------------------------------------------------------------
+
+def test_three_prompt_styles_on_the_qwen3_template(tokenizer):
+    question = "Tom has 3 apples and buys 4 more. How many apples does he have?"
+    prompts = {style: build_prompt(tokenizer, question, style) for style in ("direct", "cot", "thinking")}
+    empty_think = "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    assert prompts["direct"].endswith(empty_think) and "Give only the final answer" in prompts["direct"]
+    assert prompts["cot"].endswith(empty_think) and "step by step" in prompts["cot"]
+    assert prompts["thinking"].endswith("<|im_start|>assistant\n")  # the model opens <think> itself
+    assert all(p.startswith(f"<|im_start|>user\n{question}\n") for p in prompts.values())
+    with pytest.raises(ValueError, match="prompt style"):
+        build_prompt(tokenizer, question, "shouting")
+
+
+def test_each_method_uses_its_prompt_style(scripted_folder, tokenizer):
+    from companion.checkpoint import load_model
+
+    model, tok = load_model(scripted_folder, device="cpu")
+    problems = fake_problems(2)
+    for method, style in [("greedy", None), ("cot", None), ("cot", "thinking"), ("self-consistency", "direct")]:
+        settings = scaling.RunSettings(method, n=3, temperature=1.0, prompt_style=style, max_new_tokens=12)
+        records = scaling.run_problems(model, tok, problems, settings)
+        expected = style or scaling.DEFAULT_STYLE[method]
+        for problem, record in zip(problems, records):
+            prompt_tokens = len(tok.encode(build_prompt(tok, problem.question, expected)))
+            assert record["prompt_style"] == expected
+            assert record["prefill_tokens"] == record["rounds"] * prompt_tokens
+
+
+# ---- the measurement script ----------------------------------------------------------------------
+
+def load_script(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_measure_scaling_writes_the_table_json_and_plots(scripted_folder, tmp_path, monkeypatch):
+    measure = load_script("measure_scaling")
+    monkeypatch.setattr(measure, "load_problems", lambda name, split=None, limit=None: fake_problems(4)[:limit])
+    out = tmp_path / "results"
+    results = measure.main(["--model", str(scripted_folder), "--limit", "3", "--pool", "4", "--ns", "1", "3",
+                            "--best-of", "2", "--ks", "1", "2", "4", "--max-new-tokens", "12", "--sweep-limit", "2",
+                            "--sweep-temperatures", "0.0", "1.0", "--sweep-top-ps", "1.0", "0.5", "--sweep-n", "4",
+                            "--out-dir", str(out)])
+    assert {f.name for f in out.iterdir()} == {"scaling.md", "scaling.json", "scaling_curves.png",
+                                               "sampling_sweep.png"}
+    assert json.loads((out / "scaling.json").read_text()) == results
+    rows = {(r["method"], r["n"]): r for r in results["rows"]}
+    for style in ("direct", "step-by-step", "thinking"):  # the scripted model always says 7 when greedy
+        assert rows[(f"greedy, {style} prompt", 1)] == {"method": f"greedy, {style} prompt", "n": 1,
+                                                         "accuracy": 1.0, "tokens": 6.0}
+    assert rows[("self-consistency", 3)]["tokens"] == 18 and rows[("self-consistency (early stop)", 3)]["tokens"] <= 18
+    passes = [rows[("pass@k (unbiased, from 4)", k)]["accuracy"] for k in (1, 2, 4)]
+    assert passes == sorted(passes) and 0 < passes[0] < 1
+    assert rows[("pass@k (unbiased, from 4)", 4)]["tokens"] == 24
+    assert {("best-of-n by log-prob", 2), ("best-of-n by heuristic", 2)} <= set(rows)
+    table = (out / "scaling.md").read_text()
+    assert table.count("\n| ") == len(results["rows"]) + 1  # header and one line per row
+    assert "| self-consistency | 3 |" in table and results["meta"]["problems"] == 3
+    sweep = {(r["temperature"], r["top_p"]): r for r in results["sweep"]}
+    assert set(sweep) == {(0.0, 1.0), (0.0, 0.5), (1.0, 1.0), (1.0, 0.5)}
+    assert sweep[(0.0, 1.0)]["entropy"] == 0.0 and sweep[(1.0, 0.5)]["entropy"] == 0.0  # p(7)=0.7 > 0.5
+    assert {(c["method"], c["n"]) for c in results["curves"]} >= {("self-consistency", 1), ("pass@k (oracle)", 3)}

@@ -55,6 +55,11 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clip-eps-high", type=float, default=None, help="clip-higher (DAPO: 0.28)")
     g.add_argument("--importance-level", choices=IMPORTANCE_LEVELS, default=None, help="sequence = GSPO")
     g.add_argument("--beta", type=float, default=None, help="KL coefficient; 0 loads no reference model")
+    g.add_argument("--log-kl", action="store_true",
+                   help="with --beta 0, still load the reference model to log the KL (no KL term in the loss)")
+    g.add_argument("--dr-grpo-norm", type=int, default=defaults.dr_grpo_norm,
+                   help="the constant of --loss-type dr_grpo (0 = --max-new-tokens)")
+    g.add_argument("--adv-eps", type=float, default=defaults.adv_eps, help="added to the std that scales advantages")
     g.add_argument("--dynamic-sampling", action=argparse.BooleanOptionalAction, default=None,
                    help="drop groups whose rewards are all equal and draw more prompts (DAPO)")
     g.add_argument("--max-draws", type=int, default=defaults.max_draws, help="rounds of prompts per step at most")
@@ -105,7 +110,7 @@ def config_from_args(args, **extra) -> GRPOConfig:
     for name in ("steps", "group_size", "prompts_per_step", "max_new_tokens", "inner_epochs", "minibatches",
                  "micro_batch", "rollout_prompts", "lr", "warmup_steps", "min_lr_ratio", "weight_decay",
                  "max_grad_norm", "temperature", "top_p", "top_k", "prompt_style", "seed", "max_draws",
-                 "compile_decode"):
+                 "compile_decode", "log_kl", "dr_grpo_norm", "adv_eps"):
         overrides[name] = getattr(args, name)
     overrides["reward_weights"] = parse_weights(args.reward_weights)
     return GRPOConfig.from_algo(args.algo, **overrides, **extra)

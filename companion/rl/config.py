@@ -12,6 +12,11 @@ preset         loss aggregation     advantage       clip range    other
                                                                   and masking of truncated completions
 ``gspo``       ``grpo`` (seq-mean)  / group std     3e-4 / 4e-4   sequence-level importance ratio
 =============  ===================  ==============  ============  =======================================
+
+Each switch is also a field (and a flag of ``python -m companion train-grpo``) of its own, so that a
+single change can be added to plain GRPO: ``loss_type`` / ``dr_grpo_norm``, ``scale_rewards``,
+``clip_eps_low`` / ``clip_eps_high``, ``dynamic_sampling`` / ``max_draws``, ``overlong_cache``,
+``mask_truncated``, ``beta`` / ``log_kl`` and ``importance_level``.
 """
 from __future__ import annotations
 
@@ -80,7 +85,8 @@ class GRPOConfig:
     clip_eps_low: float = 0.2
     clip_eps_high: float = 0.2
     importance_level: str = "token"  # "sequence" = GSPO
-    beta: float = 0.04  # k3 KL to the reference model; 0 = no reference model at all
+    beta: float = 0.04  # k3 KL to the reference model in the loss; 0 = no KL term
+    log_kl: bool = False  # with beta = 0, still load the reference model, only to log the KL (monitoring)
     # -- advantages
     scale_rewards: str = "group"
     adv_eps: float = 1e-4
@@ -110,6 +116,9 @@ class GRPOConfig:
             (self.beta >= 0, "beta must be >= 0"),
             (0 <= self.clip_eps_low < 1 and self.clip_eps_high >= 0, "clip ranges must satisfy 0 <= eps_low < 1"),
             (self.max_draws >= 1, "max_draws must be >= 1"),
+            (self.dr_grpo_norm >= 0, "dr_grpo_norm must be >= 0 (0 = max_new_tokens)"),
+            (self.overlong_cache >= -1 and self.overlong_tokens <= self.max_new_tokens,
+             "overlong_cache must be -1 (a quarter of max_new_tokens), 0 (off) or at most max_new_tokens"),
         ]
         for ok, message in checks:
             if not ok:
@@ -128,6 +137,11 @@ class GRPOConfig:
         return self.inner_epochs == 1 and self.minibatches == 1
 
     @property
+    def uses_reference(self) -> bool:
+        """Whether the reference model is built at all: only for a KL term or a KL log."""
+        return self.beta > 0 or self.log_kl
+
+    @property
     def overlong_tokens(self) -> int:
         return self.max_new_tokens // 4 if self.overlong_cache < 0 else self.overlong_cache
 
@@ -140,15 +154,21 @@ class GRPOConfig:
 
     def describe(self) -> str:
         """The settings that define the algorithm, as printed at the start of a run."""
-        lines = [f"algorithm {self.algo}: loss_type={self.loss_type} scale_rewards={self.scale_rewards} "
+        reference = ("reference model loaded" if self.beta > 0 else
+                     "reference model loaded only to log KL" if self.log_kl else "no reference model")
+        normalizer = f" (constant {self.loss_norm_constant})" if self.loss_type == "dr_grpo" else ""
+        lines = [f"algorithm {self.algo}: loss_type={self.loss_type}{normalizer} scale_rewards={self.scale_rewards} "
                  f"clip=[1-{self.clip_eps_low}, 1+{self.clip_eps_high}] importance={self.importance_level} "
-                 f"beta={self.beta} ({'reference model loaded' if self.beta > 0 else 'no reference model'})",
+                 f"beta={self.beta} ({reference})",
                  f"  dynamic_sampling={self.dynamic_sampling} (max_draws={self.max_draws}) "
                  f"overlong_punishment={'last ' + str(self.overlong_tokens) + ' tokens' if self.overlong_tokens else 'off'} "
                  f"mask_truncated={self.mask_truncated}",
                  f"  batch: {self.prompts_per_step} prompts x {self.group_size} completions of <= {self.max_new_tokens} "
                  f"tokens; mu={self.inner_epochs} x {self.minibatches} minibatch(es); micro-batch {self.micro_batch}; "
                  f"T={self.temperature} lr={self.lr} rewards={self.reward_weights}"]
+        if self.importance_level == "sequence" and self.clip_eps_high >= 0.05:
+            lines.append("  note: a length-normalized sequence ratio rarely leaves [0.8, 1.2]; GSPO clips it to "
+                         "[1-3e-4, 1+4e-4] (--algo gspo)")
         if self.importance_level == "sequence" and self.on_policy:
             lines.append("  note: on-policy (mu=1, one minibatch), so the sequence ratio is 1 and GSPO equals GRPO here")
         return "\n".join(lines)

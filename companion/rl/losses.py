@@ -103,14 +103,14 @@ def grpo_loss(logp, old_logp, ref_logp, advantages, mask, norm: Normalizer, *, l
     policy_loss = aggregate(pg, mask, loss_type, norm)
     kl = None
     kl_loss = torch.zeros((), device=logp.device)
-    if beta > 0:
-        if ref_logp is None:
-            raise ValueError("beta > 0 needs the reference log-probs")
-        kl = k3_kl(logp, ref_logp)
+    if beta > 0 and ref_logp is None:
+        raise ValueError("beta > 0 needs the reference log-probs")
+    if ref_logp is not None:  # with beta = 0 the KL is only measured (log_kl), outside the graph
+        kl = k3_kl(logp if beta > 0 else logp.detach(), ref_logp)
         kl_loss = aggregate(kl, mask, loss_type, norm)
     ratio = ratio.detach()
     return LossTerms(
-        loss=policy_loss + beta * kl_loss, policy_loss=policy_loss.detach(), kl_loss=kl_loss.detach(), ratio=ratio,
+        loss=policy_loss + beta * kl_loss if beta > 0 else policy_loss, policy_loss=policy_loss.detach(), kl_loss=kl_loss.detach(), ratio=ratio,
         kl=None if kl is None else kl.detach(),
         clipped_low=(ratio < 1 - eps_low) & (A < 0), clipped_high=(ratio > 1 + eps_high) & (A > 0),
     )

@@ -93,7 +93,7 @@ def plan(model_config: ModelConfig, config: GRPOConfig, prompt_tokens: int, dtyp
     P, G, L = config.prompts_per_step, config.group_size, config.max_new_tokens
     n = num_parameters(model_config)
     items = {"weights": n * dtype_bytes, "gradients": n * dtype_bytes, "AdamW moments": 2 * n * dtype_bytes}
-    if config.beta > 0:
+    if config.uses_reference:
         items["reference model"] = n * dtype_bytes
     draws = config.max_draws if config.dynamic_sampling else 1
     rows = (config.rollout_prompts or P) * G  # completions sampled together

@@ -80,7 +80,7 @@ class GRPOTrainer:
         self.eos_ids = eos_ids_of(tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.ref_model = None
-        if config.beta > 0:  # with beta = 0 the reference model is never built
+        if config.uses_reference:  # with beta = 0 (and no KL log) the reference model is never built
             self.ref_model = ref_model if ref_model is not None else copy.deepcopy(model)
             self.ref_model.eval().requires_grad_(False)
         self.reference_source = None  # set when the reference weights are first saved beside the checkpoints
@@ -187,7 +187,7 @@ class GRPOTrainer:
         config = GRPOConfig(**state["config"])
         model, tokenizer = load_model(folder, device=device, dtype=dtype)
         ref_model = None
-        if config.beta > 0:
+        if config.uses_reference:
             ref_model, _ = load_model(state["reference_source"], device=device, dtype=dtype, tokenizer=False)
         trainer = cls(model, tokenizer, problems, config, reward_functions, ref_model, out_dir, **kwargs)
         trainer.reference_source = state["reference_source"]
@@ -281,7 +281,7 @@ class GRPOTrainer:
             rows = [(g, s) for g in range(lo, hi) for s in range(groups[g].size)]
             counts = [self.loss_tokens(groups[g], s) for g, s in rows]
             norm = Normalizer(sum(counts), sum(1 for n in counts if n), c.loss_norm_constant)
-            work = [(g, s) for (g, s), n in zip(rows, counts) if n and (c.beta > 0 or float(advantages[g, s]) != 0.0)]
+            work = [(g, s) for (g, s), n in zip(rows, counts) if n and (c.uses_reference or float(advantages[g, s]) != 0.0)]
             micro = [self._micro_batch(groups, advantages, work[i:i + c.micro_batch])
                      for i in range(0, len(work), c.micro_batch)]
             parts.append(Minibatch(norm, micro, len(rows) - len(work)))
