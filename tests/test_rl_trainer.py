@@ -11,33 +11,8 @@ from companion.rl.cli import config_from_args, register_cli
 from companion.rl.cli import main as rl_main
 from companion.rl.config import PRESETS
 from companion.rl.logprobs import completion_logprobs
-from companion.rl.toy import toy_model, toy_problems, toy_tokenizer
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return toy_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def problems():
-    return toy_problems(count=12)
-
-
-def varied_reward(batch):
-    """A reward with spread in every group of a random model: the digits' share of the text."""
-    return [sum(ch.isdigit() for ch in text) / max(1, len(text)) + 0.01 * (len(text) % 7) for text in batch.texts]
-
-
-REWARDS = [RewardFunction("digits", varied_reward, 1.0)]
+from companion.rl.toy import toy_model
+from rl_helpers import REWARDS, one_thread, problems, tokenizer, varied_reward  # noqa: F401 (fixtures)
 
 
 def make_trainer(tokenizer, problems, out_dir=None, seed=0, rewards=REWARDS, **settings):

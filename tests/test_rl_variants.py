@@ -13,33 +13,8 @@ from companion.rl.cli import main as rl_main
 from companion.rl.config import PRESETS
 from companion.rl.losses import Normalizer, aggregate, grpo_loss, importance_log_ratio
 from companion.rl.rewards import Completions, default_reward_functions
-from companion.rl.toy import toy_model, toy_problems, toy_tokenizer
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return toy_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def problems():
-    return toy_problems(count=12)
-
-
-def spread_reward(batch):
-    """A reward that differs inside every group of a random model: the digits' share of the text."""
-    return [sum(ch.isdigit() for ch in text) / max(1, len(text)) + 0.01 * (len(text) % 7) for text in batch.texts]
-
-
-REWARDS = [RewardFunction("digits", spread_reward, 1.0)]
+from companion.rl.toy import toy_model
+from rl_helpers import REWARDS, one_thread, problems, tokenizer, varied_reward  # noqa: F401 (fixtures)
 
 
 def make_trainer(tokenizer, problems, rewards=REWARDS, **settings):
