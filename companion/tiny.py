@@ -319,8 +319,8 @@ def tokenizer_corpus(problems, seed: int = 0) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # The shipped model's amount of work. A fixed step count (not a time budget) makes the same command
 # give the same model on any machine, however busy. On a 2-core CPU (two torch threads) a step takes
-# about 0.9 to 1.2 s, so 1600 steps take 24 to 32 minutes; the shipped run measured 32 minutes
-# (its card), with other jobs' processes sharing the cores for part of it.
+# about 1 s, so 1600 steps take 27.3 minutes run alone (the card); with other jobs on the cores
+# they took 32, and made the byte-identical model (training is deterministic on CPU).
 DEFAULT_STEPS = 1600
 
 
