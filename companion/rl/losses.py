@@ -110,7 +110,8 @@ def grpo_loss(logp, old_logp, ref_logp, advantages, mask, norm: Normalizer, *, l
         kl_loss = aggregate(kl, mask, loss_type, norm)
     ratio = ratio.detach()
     return LossTerms(
-        loss=policy_loss + beta * kl_loss if beta > 0 else policy_loss, policy_loss=policy_loss.detach(), kl_loss=kl_loss.detach(), ratio=ratio,
+        loss=policy_loss + beta * kl_loss if beta > 0 else policy_loss,  # a measured-only KL stays out
+        policy_loss=policy_loss.detach(), kl_loss=kl_loss.detach(), ratio=ratio,
         kl=None if kl is None else kl.detach(),
         clipped_low=(ratio < 1 - eps_low) & (A < 0), clipped_high=(ratio > 1 + eps_high) & (A > 0),
     )
