@@ -171,21 +171,27 @@ def generate_ids(
 
     out_tokens = torch.zeros(B, max_new_tokens, dtype=torch.long)
     out_logprobs = torch.zeros(B, max_new_tokens, dtype=torch.float32)
-    lengths = torch.zeros(B, dtype=torch.long)
+    lengths = torch.full((B,), max_new_tokens, dtype=torch.long)  # lowered as rows finish
     finish = ["length"] * B
     rows = torch.arange(B)  # original row of each active batch row
+    every_row = True  # rows is still arange(B): plain column writes instead of scatters
     eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=device)
-    step_fn = decode_step if decode_step is not None else model
+    step_fn = decode_step if decode_step is not None else model.decode_step
+    weights = model.decode_weights()  # stacked once per call, not once per step
 
     for step in range(max_new_tokens):
         if step < min_new_tokens and len(eos):
             logits[:, eos] = float("-inf")
         tokens, logprobs = sample_next(logits, params, generator)
         tokens_cpu, logprobs_cpu = tokens.cpu(), logprobs.cpu()
-        out_tokens[rows, step] = tokens_cpu
-        out_logprobs[rows, step] = logprobs_cpu
-        lengths[rows] = step + 1
-        done = torch.isin(tokens, eos).cpu() if len(eos) else torch.zeros(len(rows), dtype=torch.bool)
+        if every_row:
+            out_tokens[:, step], out_logprobs[:, step] = tokens_cpu, logprobs_cpu
+        else:
+            out_tokens[rows, step], out_logprobs[rows, step] = tokens_cpu, logprobs_cpu
+        if len(eos) == 1:
+            done = (tokens_cpu == eos_ids[0])
+        else:
+            done = torch.isin(tokens, eos).cpu() if len(eos) else torch.zeros(len(rows), dtype=torch.bool)
         if stop_strings is not None:
             for i, row in enumerate(rows.tolist()):
                 if not done[i] and stop_strings.hit(out_tokens[row, : step + 1].tolist()):
@@ -195,10 +201,11 @@ def generate_ids(
         if done.any():
             for row in rows[done].tolist():
                 finish[row] = "stop"
+                lengths[row] = step + 1
             keep = (~done).nonzero().squeeze(-1)
             if len(keep) == 0 or step == max_new_tokens - 1:
                 break
-            rows = rows[keep]
+            rows, every_row = rows[keep], False
             keep = keep.to(device)
             cache.select_rows(keep)
             tokens = tokens[keep]
@@ -206,9 +213,9 @@ def generate_ids(
         if step == max_new_tokens - 1:
             break
         position = L + step  # cache slot of the token just sampled
-        step_positions = (position - pad_lengths)[:, None]  # (B, 1)
+        step_positions = position - pad_lengths  # (B,)
         step_mask = key_valid[:, None, None, : position + 1] if padded else None
-        logits = step_fn(tokens[:, None], step_positions, step_mask, cache, start=position)[:, -1]
+        logits = step_fn(tokens, step_positions, step_mask, cache, start=position, weights=weights)  # (B, V)
 
     results = []
     for row in range(B):
@@ -218,9 +225,10 @@ def generate_ids(
 
 
 def compiled_decode_step(model: Qwen3Model):
-    """``torch.compile`` of the one-token decode step (prefill stays eager). Worth it where the
-    per-token overhead of many small kernels dominates; compiling takes tens of seconds on CPU."""
-    return torch.compile(model, dynamic=True)
+    """``torch.compile`` of the one-token decode step, ``model.decode_step`` (prefill stays eager).
+    Worth it where the per-token overhead of many small kernels dominates; compiling takes tens of
+    seconds on CPU."""
+    return torch.compile(model.decode_step, dynamic=True)
 
 
 def generate(

@@ -30,10 +30,16 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        # sum * (1/D) rather than mean(): same value, about half the kernel launches on CPU
-        mean_square = (x32 * x32).sum(dim=-1, keepdim=True) * (1.0 / x.shape[-1])
-        return self.weight * (x32 * torch.rsqrt(mean_square + self.eps)).to(x.dtype)
+        return rms_norm(x, self.weight, self.eps)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    # The casts are skipped for fp32 input: each call, even one that does nothing, costs a launch.
+    x32 = x if x.dtype == torch.float32 else x.float()
+    # sum * (1/D) rather than mean(): same value, about half the kernel launches on CPU
+    mean_square = (x32 * x32).sum(dim=-1, keepdim=True) * (1.0 / x.shape[-1])
+    normed = x32 * torch.rsqrt(mean_square + eps)
+    return weight * (normed if x.dtype == torch.float32 else normed.to(x.dtype))
 
 
 # ---- rotary position embedding -------------------------------------------------------------------
@@ -59,6 +65,17 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate each (x_i, x_{i+D/2}) pair by its position's angle. x (B, H, T, D); cos/sin (B, 1, T, D)."""
     return x * cos + rotate_half(x) * sin
+
+
+def apply_rope_signed(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """``apply_rope`` in four kernels instead of seven, for the decode loop; bit for bit the same.
+
+    ``rotate_half(x) * sin`` is ``(-x2, x1) * (s, s)``, which equals ``(x2, x1) * (-s, s)``: swap
+    the halves with one ``flip`` and move the sign into ``signed_sin = (-s, s)``, computed once per
+    step. (``addcmul`` would save one more kernel, but its fused multiply-add rounds differently.)
+    """
+    swapped = x.unflatten(-1, (2, -1)).flip(-2).flatten(-2)  # (x2, x1)
+    return x * cos + swapped * signed_sin
 
 
 # ---- attention -----------------------------------------------------------------------------------
@@ -107,6 +124,22 @@ class KVCache:
         self.values = torch.zeros(shape, device=device, dtype=dtype)
 
     @property
+    def keys(self) -> torch.Tensor:
+        return self._keys
+
+    @keys.setter
+    def keys(self, tensor: torch.Tensor) -> None:
+        self._keys, self._layer_keys = tensor, tensor.unbind(0)  # per-layer views, made once
+
+    @property
+    def values(self) -> torch.Tensor:
+        return self._values
+
+    @values.setter
+    def values(self, tensor: torch.Tensor) -> None:
+        self._values, self._layer_values = tensor, tensor.unbind(0)
+
+    @property
     def max_len(self) -> int:
         return self.keys.shape[3]
 
@@ -132,6 +165,15 @@ class KVCache:
         """Each row becomes `times` consecutive rows: one prompt prefill shared by several samples."""
         self.keys = self.keys.repeat_interleave(times, dim=1)
         self.values = self.values.repeat_interleave(times, dim=1)
+
+    def append_one(self, layer: int, k: torch.Tensor, v: torch.Tensor, position: int):
+        """Write one position's k, v (B, K, D) and return all keys/values up to it: (B, K, position+1, D)."""
+        if position >= self.max_len:
+            raise IndexError(f"KV cache holds {self.max_len} positions; asked to write position {position}")
+        keys, values = self._layer_keys[layer], self._layer_values[layer]
+        keys.select(2, position).copy_(k)
+        values.select(2, position).copy_(v)
+        return keys[:, :, : position + 1], values[:, :, : position + 1]
 
 
 class Attention(nn.Module):
@@ -193,6 +235,67 @@ class TransformerBlock(nn.Module):
     def forward(self, x, cos, sin, mask=None, cache=None, layer=0, start=0):
         x = x + self.attn(self.attn_norm(x), cos, sin, mask, cache, layer, start)
         return x + self.mlp(self.mlp_norm(x))
+
+
+def linear_one_step(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear`` for the decode step, (B, C) -> (B, N). On CPU, PyTorch's bf16/fp16 kernel for
+    ``h @ weight.T`` with a few rows reads the weights at about half the speed that ``weight @ h.T``
+    (or ``torch.mv`` for one row) does, measured on Qwen3-0.6B's shapes; at small batch, reading
+    the weights is the whole cost of a step. Past about 64 rows the plain kernel wins again."""
+    if h.dtype in (torch.bfloat16, torch.float16) and h.device.type == "cpu" and h.shape[0] <= 32:
+        out = torch.mv(weight, h[0])[None] if h.shape[0] == 1 else (weight @ h.t()).t().contiguous()
+        return out if bias is None else out + bias
+    return F.linear(h, weight, bias)
+
+
+FUSE_MAX_PARAMETERS = 100_000_000
+
+
+def _version(tensor: torch.Tensor) -> int | None:
+    """The tensor's in-place-update counter; None for an inference tensor, which keeps none."""
+    try:
+        return tensor._version
+    except RuntimeError:
+        return None
+
+
+class DecodeWeights:
+    """One layer's weights for ``Qwen3Model.decode_step``: stacked, or the layer's own when not fused."""
+
+    def __init__(self, qkv, qkv_bias, qk_norm, gate_up, separate):
+        self.qkv, self.qkv_bias = qkv, qkv_bias  # (H*D + 2*K*D, C), or None when not fused
+        self.qk_norm = qk_norm  # (H + K, D): q_norm's gain repeated per q head, then k_norm's, or None
+        self.gate_up = gate_up  # (2 * I, C), or None when not fused
+        self.separate = separate  # the block itself, when not fused
+
+    @classmethod
+    def of(cls, block: TransformerBlock, fuse: bool) -> "DecodeWeights":
+        attn, mlp = block.attn, block.mlp
+        qk_norm = None
+        if attn.q_norm is not None:
+            qk_norm = torch.cat((attn.q_norm.weight.expand(attn.num_heads, -1),
+                                 attn.k_norm.weight.expand(attn.num_kv_heads, -1)))
+        if not fuse:
+            return cls(None, None, qk_norm, None, block)
+        projections = (attn.q_proj, attn.k_proj, attn.v_proj)
+        qkv = torch.cat([p.weight for p in projections])
+        bias = torch.cat([p.bias for p in projections]) if attn.q_proj.bias is not None else None
+        return cls(qkv, bias, qk_norm, torch.cat((mlp.gate_proj.weight, mlp.up_proj.weight)), None)
+
+    def qkv_of(self, h: torch.Tensor) -> torch.Tensor:
+        """(B, C) -> (B, H*D + 2*K*D)."""
+        if self.qkv is not None:
+            return linear_one_step(h, self.qkv, self.qkv_bias)
+        attn = self.separate.attn
+        return torch.cat([linear_one_step(h, p.weight, p.bias) for p in (attn.q_proj, attn.k_proj, attn.v_proj)],
+                         dim=-1)
+
+    def gate_up_of(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C) -> gate (B, I), up (B, I)."""
+        if self.gate_up is not None:
+            return linear_one_step(h, self.gate_up).chunk(2, dim=-1)
+        mlp = self.separate.mlp
+        return linear_one_step(h, mlp.gate_proj.weight), linear_one_step(h, mlp.up_proj.weight)
 
 
 class Qwen3Model(nn.Module):
@@ -273,6 +376,63 @@ class Qwen3Model(nn.Module):
         if last_only:
             h = h[:, -1:]
         return self.lm_head(h)
+
+    def decode_step(self, tokens, positions, mask=None, cache: KVCache = None, start: int = 0,
+                    weights: list[DecodeWeights] | None = None):
+        """Logits (B, V) for one new token per row: the generation engine's inner loop.
+
+        The same arithmetic as ``forward`` on a (B, 1) input, arranged to launch fewer kernels,
+        which is what a decode step of a small model costs: rows are (B, C) vectors, not (B, 1, C)
+        sequences, so nothing is transposed; q, k and v come from one matrix product and gate and
+        up from another (``decode_weights``); q and k are normalized and rotated together, RoPE in
+        four kernels; attention always goes through the fused kernel (``set_attention`` chooses
+        the implementation of ``forward``, the teaching path). tokens (B,), positions (B,) int; ``mask`` (B, 1, 1, start+1) bool or None;
+        the new keys/values are written at cache position ``start``. ``weights`` is
+        ``decode_weights()``, passed in by a caller that makes many steps.
+        """
+        c = self.config
+        B, H, K, D = tokens.shape[0], c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        weights = weights if weights is not None else self.decode_weights()
+        if self.inv_freq.device != tokens.device:
+            self.inv_freq = self.inv_freq.to(tokens.device)
+        cos, sin = rope_cos_sin(positions, self.inv_freq)  # (B, D) fp32
+        x = self.embed(tokens)  # (B, C)
+        cos = cos[:, None].to(x.dtype)  # (B, 1, D): shared by heads
+        signed_sin = torch.cat((-sin[:, None, : D // 2], sin[:, None, D // 2:]), dim=-1).to(x.dtype)
+        for layer, (block, w) in enumerate(zip(self.blocks, weights)):
+            h = rms_norm(x, block.attn_norm.weight, block.attn_norm.eps)
+            qkv = w.qkv_of(h).view(B, H + 2 * K, D)  # heads: H of q, K of k, K of v
+            qk, v = qkv[:, : H + K], qkv[:, H + K:]
+            if w.qk_norm is not None:  # Qwen3: q_norm's gain on the first H heads, k_norm's on the K others
+                qk = rms_norm(qk, w.qk_norm, c.rms_norm_eps)
+            qk = apply_rope_signed(qk, cos, signed_sin)
+            keys, values = cache.append_one(layer, qk[:, H:], v, start)  # (B, K, S, D)
+            # The H // K query heads that share a key/value head go in as that head's H // K queries:
+            # no copies of keys and values for grouped-query attention (twice as fast at batch 16 on CPU)
+            out = F.scaled_dot_product_attention(qk[:, :H].view(B, K, H // K, D), keys, values, attn_mask=mask)
+            x = x + linear_one_step(out.view(B, H * D), block.attn.o_proj.weight)
+            h = rms_norm(x, block.mlp_norm.weight, block.mlp_norm.eps)
+            gate, up = w.gate_up_of(h)
+            x = x + linear_one_step(F.silu(gate) * up, block.mlp.down_proj.weight)
+        h = rms_norm(x, self.final_norm.weight, self.final_norm.eps)
+        return linear_one_step(h, self.lm_head.weight)  # (B, V)
+
+    def decode_weights(self) -> list[DecodeWeights]:
+        """Per-layer weights of ``decode_step``, rebuilt whenever a parameter has changed.
+
+        Stacking q/k/v (and gate/up) copies those weights, so it is done only for models under
+        ``FUSE_MAX_PARAMETERS``, where launches dominate; larger models are bound by reading
+        their weights, and keep a single copy. The stacked copies are checked against the
+        parameters' storage and version counters (which every in-place update, e.g. an optimizer
+        step, bumps), so a step never runs on stale weights.
+        """
+        key = tuple((p.data_ptr(), _version(p), p.dtype) for block in self.blocks for p in block.parameters())
+        if None in (entry[1] for entry in key) or getattr(self, "_decode_weights_key", None) != key:
+            fuse = self.num_parameters() <= FUSE_MAX_PARAMETERS
+            with torch.no_grad():
+                self._decode_weights = [DecodeWeights.of(block, fuse) for block in self.blocks]
+            self._decode_weights_key = key
+        return self._decode_weights
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

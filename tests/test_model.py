@@ -96,6 +96,77 @@ def test_kv_cache_prefill_then_decode_equals_full_forward():
     torch.testing.assert_close(torch.cat([first, *rest], dim=1), full, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("family", ["qwen3", "qwen2"])
+@pytest.mark.parametrize("attention", ["sdpa", "written_out"])
+def test_decode_step_equals_the_full_forward_with_left_padding(tmp_path, family, attention):
+    """The engine's one-token step (``decode_step``) gives the logits of a full forward pass, row by
+    row, for left-padded rows of different lengths."""
+    model = companion_twin(tiny_hf_model(family), tmp_path)
+    model.set_attention(attention)
+    ids = torch.randint(1, 128, (3, 14))
+    valid = torch.ones(3, 14, dtype=torch.bool)
+    valid[1, :4], valid[2, :9] = False, False  # rows 1 and 2 are left-padded
+    positions = positions_from_padding(valid)
+    cache = KVCache(model.config, 3, 14)
+    with torch.no_grad():
+        full = model(ids, positions, padding_mask(valid, 14))
+        model(ids[:, :10], positions[:, :10], padding_mask(valid[:, :10], 10), cache, start=0)
+        steps = [model.decode_step(ids[:, t], positions[:, t], valid[:, None, None, : t + 1], cache, start=t)
+                 for t in range(10, 14)]
+    torch.testing.assert_close(torch.stack(steps, dim=1), full[:, 10:], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_decode_weights_follow_every_update_of_the_parameters(monkeypatch, fuse):
+    """Stacked q/k/v and gate/up copies are rebuilt after an in-place update (an optimizer step),
+    so decoding never runs on stale weights; unfused (large) models take the same path."""
+    import companion.model as model_module
+
+    monkeypatch.setattr(model_module, "FUSE_MAX_PARAMETERS", 10**9 if fuse else 0)
+    config = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64)
+    model = Qwen3Model(config).init_weights(seed=1).eval()
+    ids = torch.randint(0, 64, (2, 6))
+
+    def last_logits():
+        cache = KVCache(config, 2, 6)
+        with torch.no_grad():
+            model(ids[:, :5], cache=cache, start=0)
+            return model.decode_step(ids[:, 5], torch.full((2,), 5), None, cache, start=5)
+
+    with torch.no_grad():
+        torch.testing.assert_close(last_logits(), model(ids)[:, -1], atol=1e-5, rtol=0)
+        assert (model.decode_weights()[0].qkv is not None) == fuse
+        assert model.decode_weights() is model.decode_weights()  # cached while nothing changes
+        model.blocks[1].mlp.up_proj.weight.mul_(3.0)  # in place, as an optimizer step
+        model.blocks[0].attn.k_proj.weight.add_(0.5)
+        torch.testing.assert_close(last_logits(), model(ids)[:, -1], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 40])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_linear_one_step_is_the_linear(rows, dtype):
+    from companion.model import linear_one_step
+
+    h, weight, bias = torch.randn(rows, 48, dtype=dtype), torch.randn(80, 48, dtype=dtype), torch.randn(80, dtype=dtype)
+    for b in (None, bias):
+        expected = torch.nn.functional.linear(h.float(), weight.float(), None if b is None else b.float())
+        got = linear_one_step(h, weight, b)
+        assert got.shape == (rows, 80) and got.dtype == dtype and got.is_contiguous()
+        tolerance = 1e-5 if dtype == torch.float32 else 0.1  # bf16 keeps about 3 significant digits
+        torch.testing.assert_close(got.float(), expected, atol=tolerance, rtol=0.02 if dtype == torch.bfloat16 else 0)
+
+
+def test_rope_in_four_kernels_is_bit_for_bit_the_rope():
+    from companion.model import apply_rope, apply_rope_signed, rope_cos_sin, rope_frequencies
+
+    x = torch.randn(2, 4, 1, 64)
+    cos, sin = rope_cos_sin(torch.tensor([[3], [70]]), rope_frequencies(64, 1e6))
+    cos, sin = cos[:, None], sin[:, None]
+    signed_sin = torch.cat((-sin[..., :32], sin[..., 32:]), dim=-1)
+    assert torch.equal(apply_rope_signed(x, cos, signed_sin), apply_rope(x, cos, sin))
+
+
 def test_unsupported_settings_are_refused():
     base = json.loads(json.dumps(preset("Qwen/Qwen3-0.6B").to_hf_dict()))
     with pytest.raises(UnsupportedConfigError, match="model_type 'llama'"):
