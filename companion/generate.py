@@ -177,7 +177,7 @@ def generate_ids(
     every_row = True  # rows is still arange(B): plain column writes instead of scatters
     eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=device)
     step_fn = decode_step if decode_step is not None else model.decode_step
-    weights = model.decode_weights()  # stacked once per call, not once per step
+    weights = model.decode_weights()  # stacked once per call (not per step), from the current parameters
 
     for step in range(max_new_tokens):
         if step < min_new_tokens and len(eos):

@@ -251,14 +251,6 @@ def linear_one_step(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
 FUSE_MAX_PARAMETERS = 100_000_000
 
 
-def _version(tensor: torch.Tensor) -> int | None:
-    """The tensor's in-place-update counter; None for an inference tensor, which keeps none."""
-    try:
-        return tensor._version
-    except RuntimeError:
-        return None
-
-
 class DecodeWeights:
     """One layer's weights for ``Qwen3Model.decode_step``: stacked, or the layer's own when not fused."""
 
@@ -418,21 +410,18 @@ class Qwen3Model(nn.Module):
         return linear_one_step(h, self.lm_head.weight)  # (B, V)
 
     def decode_weights(self) -> list[DecodeWeights]:
-        """Per-layer weights of ``decode_step``, rebuilt whenever a parameter has changed.
+        """Per-layer weights of ``decode_step``, built from the parameters as they are now.
 
         Stacking q/k/v (and gate/up) copies those weights, so it is done only for models under
         ``FUSE_MAX_PARAMETERS``, where launches dominate; larger models are bound by reading
-        their weights, and keep a single copy. The stacked copies are checked against the
-        parameters' storage and version counters (which every in-place update, e.g. an optimizer
-        step, bumps), so a step never runs on stale weights.
+        their weights, and keep a single copy. The copies are made afresh for every generation
+        call (a few milliseconds for the tiny model), never cached across calls: an optimizer may
+        change the parameters in between without any trace (the fused AdamW kernel does not even
+        bump their version counters), and a rollout must never run on stale weights.
         """
-        key = tuple((p.data_ptr(), _version(p), p.dtype) for block in self.blocks for p in block.parameters())
-        if None in (entry[1] for entry in key) or getattr(self, "_decode_weights_key", None) != key:
-            fuse = self.num_parameters() <= FUSE_MAX_PARAMETERS
-            with torch.no_grad():
-                self._decode_weights = [DecodeWeights.of(block, fuse) for block in self.blocks]
-            self._decode_weights_key = key
-        return self._decode_weights
+        fuse = self.num_parameters() <= FUSE_MAX_PARAMETERS
+        with torch.no_grad():
+            return [DecodeWeights.of(block, fuse) for block in self.blocks]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

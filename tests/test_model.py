@@ -118,14 +118,15 @@ def test_decode_step_equals_the_full_forward_with_left_padding(tmp_path, family,
 
 @pytest.mark.parametrize("fuse", [True, False])
 def test_decode_weights_follow_every_update_of_the_parameters(monkeypatch, fuse):
-    """Stacked q/k/v and gate/up copies are rebuilt after an in-place update (an optimizer step),
-    so decoding never runs on stale weights; unfused (large) models take the same path."""
+    """The stacked q/k/v and gate/up copies come from the parameters as they are at each call, also
+    after a fused AdamW step (which leaves no version-counter trace), so decoding never runs on
+    stale weights; unfused (large) models take the same path."""
     import companion.model as model_module
 
     monkeypatch.setattr(model_module, "FUSE_MAX_PARAMETERS", 10**9 if fuse else 0)
     config = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64)
-    model = Qwen3Model(config).init_weights(seed=1).eval()
+    model = Qwen3Model(config).init_weights(seed=1)
     ids = torch.randint(0, 64, (2, 6))
 
     def last_logits():
@@ -137,9 +138,11 @@ def test_decode_weights_follow_every_update_of_the_parameters(monkeypatch, fuse)
     with torch.no_grad():
         torch.testing.assert_close(last_logits(), model(ids)[:, -1], atol=1e-5, rtol=0)
         assert (model.decode_weights()[0].qkv is not None) == fuse
-        assert model.decode_weights() is model.decode_weights()  # cached while nothing changes
-        model.blocks[1].mlp.up_proj.weight.mul_(3.0)  # in place, as an optimizer step
-        model.blocks[0].attn.k_proj.weight.add_(0.5)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.05, fused=True)
+    model(ids).square().mean().backward()
+    optimizer.step()
+    with torch.no_grad():
+        model.blocks[0].attn.k_proj.weight.add_(0.5)  # and a plain in-place update
         torch.testing.assert_close(last_logits(), model(ids)[:, -1], atol=1e-5, rtol=0)
 
 
