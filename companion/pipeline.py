@@ -31,8 +31,7 @@ from pathlib import Path
 # one GPU in about an hour (gsm8k, math500). Every value can be overridden on the command line.
 # arith: 200 test problems per stage; GRPO 100 steps of 8 prompts x 8 completions (about 3.4 s each on
 # a 2-core CPU), the settings of benchmarks/measure_grpo.py (lr chosen on validation) with fewer steps,
-# so that the whole pipeline takes about 7 minutes there. (lr 1.5e-4 took the 200-problem accuracy
-# from 0.195 to 0.170 in one timed run.)
+# so that the whole pipeline takes about 5.5 minutes there (README has the measured table).
 PROFILES = {
     "arith": dict(limit=200, max_new_tokens=192, batch_size=64, sc_n=8, refine_rounds=1, train_dataset="arith",
                   grpo=dict(steps=100, prompts_per_step=8, group_size=8, max_new_tokens=160, micro_batch=64,
