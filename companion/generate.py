@@ -46,9 +46,9 @@ class SamplingParams:
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise ValueError(f"top_p (--top-p) must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+            raise ValueError(f"top_k (--top-k) must be >= 0, got {self.top_k}")
 
     @property
     def greedy(self) -> bool:
@@ -176,6 +176,7 @@ def generate_ids(
     rows = torch.arange(B)  # original row of each active batch row
     every_row = True  # rows is still arange(B): plain column writes instead of scatters
     eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=device)
+    eos_cpu = eos.cpu()
     step_fn = decode_step if decode_step is not None else model.decode_step
     weights = model.decode_weights()  # stacked once per call (not per step), from the current parameters
 
@@ -188,10 +189,7 @@ def generate_ids(
             out_tokens[:, step], out_logprobs[:, step] = tokens_cpu, logprobs_cpu
         else:
             out_tokens[rows, step], out_logprobs[rows, step] = tokens_cpu, logprobs_cpu
-        if len(eos) == 1:
-            done = (tokens_cpu == eos_ids[0])
-        else:
-            done = torch.isin(tokens, eos).cpu() if len(eos) else torch.zeros(len(rows), dtype=torch.bool)
+        done = (tokens_cpu[:, None] == eos_cpu).any(dim=1)  # (B,); all False without EOS ids
         if stop_strings is not None:
             for i, row in enumerate(rows.tolist()):
                 if not done[i] and stop_strings.hit(out_tokens[row, : step + 1].tolist()):

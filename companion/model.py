@@ -152,9 +152,10 @@ class KVCache:
         end = start + k.shape[2]
         if end > self.max_len:
             raise IndexError(f"KV cache holds {self.max_len} positions; asked to write up to {end}")
-        self.keys[layer, :, :, start:end] = k
-        self.values[layer, :, :, start:end] = v
-        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+        keys, values = self._layer_keys[layer], self._layer_values[layer]
+        keys[:, :, start:end] = k
+        values[:, :, start:end] = v
+        return keys[:, :, :end], values[:, :, :end]
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only these batch rows (finished sequences stop costing compute)."""
@@ -167,13 +168,8 @@ class KVCache:
         self.values = self.values.repeat_interleave(times, dim=1)
 
     def append_one(self, layer: int, k: torch.Tensor, v: torch.Tensor, position: int):
-        """Write one position's k, v (B, K, D) and return all keys/values up to it: (B, K, position+1, D)."""
-        if position >= self.max_len:
-            raise IndexError(f"KV cache holds {self.max_len} positions; asked to write position {position}")
-        keys, values = self._layer_keys[layer], self._layer_values[layer]
-        keys.select(2, position).copy_(k)
-        values.select(2, position).copy_(v)
-        return keys[:, :, : position + 1], values[:, :, : position + 1]
+        """``update`` for the decode step's one position: k, v (B, K, D) -> keys/values (B, K, position+1, D)."""
+        return self.update(layer, k[:, :, None], v[:, :, None], position)
 
 
 class Attention(nn.Module):
@@ -343,14 +339,18 @@ class Qwen3Model(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.embed.weight.dtype
 
+    def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin of each position's angles, fp32: positions (...,) -> (..., D) each."""
+        if self.inv_freq.device != positions.device:
+            self.inv_freq = self.inv_freq.to(positions.device)
+        return rope_cos_sin(positions, self.inv_freq)
+
     def hidden_states(self, input_ids, positions=None, mask=None, cache: KVCache | None = None, start: int = 0):
         """The final-norm hidden states (B, T, C), before the LM head."""
         B, T = input_ids.shape
         if positions is None:
             positions = torch.arange(start, start + T, device=input_ids.device).expand(B, T)
-        if self.inv_freq.device != input_ids.device:
-            self.inv_freq = self.inv_freq.to(input_ids.device)
-        cos, sin = rope_cos_sin(positions, self.inv_freq)  # (B, T, D) fp32
+        cos, sin = self.rope(positions)  # (B, T, D) fp32
         x = self.embed(input_ids)
         cos, sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)  # (B, 1, T, D): shared by heads
         for layer, block in enumerate(self.blocks):
@@ -385,9 +385,7 @@ class Qwen3Model(nn.Module):
         c = self.config
         B, H, K, D = tokens.shape[0], c.num_attention_heads, c.num_key_value_heads, c.head_dim
         weights = weights if weights is not None else self.decode_weights()
-        if self.inv_freq.device != tokens.device:
-            self.inv_freq = self.inv_freq.to(tokens.device)
-        cos, sin = rope_cos_sin(positions, self.inv_freq)  # (B, D) fp32
+        cos, sin = self.rope(positions)  # (B, D) fp32
         x = self.embed(tokens)  # (B, C)
         cos = cos[:, None].to(x.dtype)  # (B, 1, D): shared by heads
         signed_sin = torch.cat((-sin[:, None, : D // 2], sin[:, None, D // 2:]), dim=-1).to(x.dtype)

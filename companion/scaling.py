@@ -28,7 +28,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from companion.generate import GenerationResult, filter_logits, generate
+from companion.generate import GenerationResult, SamplingParams, filter_logits, generate
 from companion.prompts import PROMPT_STYLES, build_prompt
 from companion.refine import heuristic_score
 from companion.verifier import equivalent, extract_answer
@@ -568,12 +568,7 @@ class RunSettings:
             raise ValueError(f"unknown prompt style {self.prompt_style!r}")
         if self.n < 1:
             raise ValueError(f"n must be at least 1, got {self.n}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top-p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ValueError(f"top-k must be >= 0, got {self.top_k}")
+        SamplingParams(self.temperature, self.top_k, self.top_p)  # the engine's own checks of these three
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise ValueError(f"max-new-tokens and batch-size must be at least 1, got {self.max_new_tokens} "
                              f"and {self.batch_size}")
