@@ -51,11 +51,39 @@ GREEDY_NAMES = {"direct": "greedy, direct prompt", "cot": "greedy, step-by-step 
                 "thinking": "greedy, thinking prompt"}
 
 
-def greedy_row(model, tokenizer, problems, method: str, style: str, args) -> dict:
+def greedy_row(model, tokenizer, problems, method: str, style: str, args) -> tuple[dict, list[dict]]:
     settings = RunSettings(method, prompt_style=style, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     records = scaling.run_benchmark(model, tokenizer, problems, settings)
     return {"method": GREEDY_NAMES[style], "n": 1, "accuracy": mean(r["correct"] for r in records),
-            "tokens": mean(r["tokens"] for r in records)}
+            "tokens": mean(r["tokens"] for r in records)}, records
+
+
+def vote_analysis(greedy_records, pools, n: int) -> dict:
+    """Where the vote of ``n`` samples and greedy step-by-step decoding part, and through how many
+    different solution texts the right and the wrong answers are reached (answers that got at
+    least two votes; 1.0 means every vote came through its own text, 1/votes a single text)."""
+    outcomes = {"both right": 0, "greedy only": 0, "vote only": 0, "both wrong": 0}
+    for record, pool in zip(greedy_records, pools):
+        vote_right = bool(scaling.self_consistency_from_samples(pool, n, early_stop=False).correct)
+        key = ("both right" if vote_right else "greedy only") if record["correct"] else (
+            "vote only" if vote_right else "both wrong")
+        outcomes[key] += 1
+    groups = [g for pool in pools for g in scaling.answer_paths(pool[:n]) if g.samples >= 2]
+    paths = {}
+    for label, right in (("right", True), ("wrong", False)):
+        chosen = [g for g in groups if bool(g.correct) == right]
+        paths[label] = {"groups": len(chosen),
+                        "texts_per_vote": mean(g.distinct_texts / g.samples for g in chosen) if chosen else None}
+    return {"n": n, "outcomes": outcomes, "paths": paths}
+
+
+def vote_analysis_text(analysis: dict) -> str:
+    o, p = analysis["outcomes"], analysis["paths"]
+    return (f"Greedy step-by-step against the vote of {analysis['n']}, problem by problem: both right "
+            f"{o['both right']}, greedy only {o['greedy only']}, vote only {o['vote only']}, both wrong "
+            f"{o['both wrong']}. Answers with at least two of the {analysis['n']} votes: the right ones came "
+            f"through {p['right']['texts_per_vote']:.2f} different texts per vote ({p['right']['groups']} answers), "
+            f"the wrong ones through {p['wrong']['texts_per_vote']:.2f} ({p['wrong']['groups']} answers).\n")
 
 
 def draw_pool(model, tokenizer, problems, args) -> list[list[scaling.Sample]]:
@@ -130,9 +158,11 @@ def main(argv: list[str] | None = None) -> dict:
     problems = load_problems(args.benchmark, split=args.split, limit=args.limit)
     timings = {}
     rows = []
+    greedy_records = {}
     for method, style in GREEDY_ROWS:
         t = time.perf_counter()
-        rows.append(greedy_row(model, tokenizer, problems, method, style, args))
+        row, greedy_records[style] = greedy_row(model, tokenizer, problems, method, style, args)
+        rows.append(row)
         timings[f"greedy {style}"] = time.perf_counter() - t
         print(rows[-1], flush=True)
     t = time.perf_counter()
@@ -171,9 +201,11 @@ def main(argv: list[str] | None = None) -> dict:
     if ("self-consistency", 10) in by:
         greedy_cot = by[(GREEDY_NAMES["cot"], 1)]["accuracy"]
         meta["sc10_minus_greedy_cot_points"] = 100 * (by[("self-consistency", 10)]["accuracy"] - greedy_cot)
-    results = {"meta": meta, "rows": rows, "curves": [vars(p) for p in points], "sweep": sweep}
+    analysis = vote_analysis(greedy_records["cot"], pools, min(10, args.pool))
+    results = {"meta": meta, "rows": rows, "curves": [vars(p) for p in points], "sweep": sweep,
+               "vote_analysis": analysis}
     (out / "scaling.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown(rows, meta)
+    table = markdown(rows, meta) + "\n" + vote_analysis_text(analysis)
     (out / "scaling.md").write_text(table)
     print(table)
     if "sc10_minus_greedy_cot_points" in meta:

@@ -141,6 +141,27 @@ def vote(samples: Sequence[Sample], same: Same = equivalent) -> Vote:
     return Vote(groups[0].answer if groups else None, groups)
 
 
+@dataclass(frozen=True)
+class AnswerPaths:
+    """One answer of a vote: how many samples gave it and through how many different texts."""
+
+    answer: str | None
+    correct: bool | None
+    samples: int
+    distinct_texts: int
+
+
+def answer_paths(samples: Sequence[Sample], same: Same = equivalent) -> list[AnswerPaths]:
+    """The vote's answer groups with the number of different solution texts behind each.
+
+    Self-consistency adds up the probability of every path that reaches an answer, so it can
+    overturn greedy decoding only when the right answer is reached by more paths than a wrong
+    one. A group whose samples are all the same text is a single path, voted for several times.
+    """
+    return [AnswerPaths(g.answer, samples[g.members[0]].correct, g.count, len({samples[i].text for i in g.members}))
+            for g in vote(samples, same).groups]
+
+
 def next_round_size(margin: int, remaining: int) -> int:
     """How many more samples to draw before the vote can be decided; 0 when it already is.
 

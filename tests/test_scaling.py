@@ -463,3 +463,13 @@ def test_measure_scaling_writes_the_table_json_and_plots(scripted_folder, tmp_pa
     assert set(sweep) == {(0.0, 1.0), (0.0, 0.5), (1.0, 1.0), (1.0, 0.5)}
     assert sweep[(0.0, 1.0)]["entropy"] == 0.0 and sweep[(1.0, 0.5)]["entropy"] == 0.0  # p(7)=0.7 > 0.5
     assert {(c["method"], c["n"]) for c in results["curves"]} >= {("self-consistency", 1), ("pass@k (oracle)", 3)}
+
+
+def test_answer_paths_count_the_different_texts_behind_each_answer():
+    texts = ["a: 2 + 2 = 4. \\boxed{4}", "a: 2 + 2 = 4. \\boxed{4}", "b: 2 × 2 = 4. \\boxed{4}",
+             "a: 2 + 2 = 5. \\boxed{5}", "c: 3 + 2 = 5. \\boxed{5}", "d: 2 + 3 = 5. \\boxed{5}", "no answer"]
+    answers = ["4", "4", "4.0", "5", "5", "5", None]
+    samples = [Sample(t, a, 5, -0.1 * i, "stop", a in ("4", "4.0")) for i, (t, a) in enumerate(zip(texts, answers))]
+    paths = scaling.answer_paths(samples)
+    assert [(p.answer, p.correct, p.samples, p.distinct_texts) for p in paths] == [
+        ("4", True, 3, 2), ("5", False, 3, 3)]  # "4" and "4.0" vote together; the tie goes to the higher log-prob
