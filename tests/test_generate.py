@@ -213,3 +213,16 @@ def test_stop_strings_cut_the_text(text_model, qwen_tokenizer):
     assert stop.strip(), "the seeded random text should contain a printable stop string"
     [cut] = generate(text_model, qwen_tokenizer, "Hello", max_new_tokens=12, stop=[stop])
     assert cut.finish_reason == "stop" and stop not in cut.text and free.text.startswith(cut.text)
+
+
+def test_decode_step_profile_replays_the_real_step(model, monkeypatch):
+    """benchmarks/profile_decode_step.py times a replay of decode_step; the replay must be the step."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import profile_decode_step
+
+    parts, worst = profile_decode_step.profile(model, batch=2, steps=12, prompt=8, warmup=2)
+    assert worst < 1e-5
+    assert set(profile_decode_step.WEIGHT_READS) | {"attention", "rms norms", "total"} <= set(parts)
+    assert parts["total"] > sum(seconds for part, seconds in parts.items() if part != "total") * 0.99
