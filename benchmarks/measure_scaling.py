@@ -63,12 +63,14 @@ def vote_analysis(greedy_records, pools, n: int) -> dict:
     different solution texts the right and the wrong answers are reached (answers that got at
     least two votes; 1.0 means every vote came through its own text, 1/votes a single text)."""
     outcomes = {"both right": 0, "greedy only": 0, "vote only": 0, "both wrong": 0}
+    groups = []
     for record, pool in zip(greedy_records, pools):
-        vote_right = bool(scaling.self_consistency_from_samples(pool, n, early_stop=False).correct)
+        answers = scaling.answer_paths(pool[:n])  # best first: answers[0] is the vote's choice
+        vote_right = bool(answers and answers[0].correct)
         key = ("both right" if vote_right else "greedy only") if record["correct"] else (
             "vote only" if vote_right else "both wrong")
         outcomes[key] += 1
-    groups = [g for pool in pools for g in scaling.answer_paths(pool[:n]) if g.samples >= 2]
+        groups += [g for g in answers if g.samples >= 2]
     paths = {}
     for label, right in (("right", True), ("wrong", False)):
         chosen = [g for g in groups if bool(g.correct) == right]

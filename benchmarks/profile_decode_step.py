@@ -54,10 +54,8 @@ def profile(model, batch: int, steps: int, prompt: int = 64, warmup: int = 50) -
         start = prompt + step
         positions = torch.full((B,), start)
         t0 = clock()
-        cos, sin = timed("rope angles", lambda: model.rope(positions))
         x = timed("embedding", lambda: model.embed(tokens))
-        cos, signed_sin = timed("rope angles", lambda: (cos[:, None].to(x.dtype), torch.cat(
-            (-sin[:, None, : D // 2], sin[:, None, D // 2:]), dim=-1).to(x.dtype)))
+        cos, signed_sin = timed("rope angles", lambda: model.decode_rope(positions, x.dtype))
         for layer, (block, w) in enumerate(zip(model.blocks, weights)):
             h = timed("rms norms", lambda: rms_norm(x, block.attn_norm.weight, block.attn_norm.eps))
             qkv = timed("q/k/v matmul", lambda: w.qkv_of(h).view(B, H + 2 * K, D))

@@ -345,6 +345,14 @@ class Qwen3Model(nn.Module):
             self.inv_freq = self.inv_freq.to(positions.device)
         return rope_cos_sin(positions, self.inv_freq)
 
+    def decode_rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``cos`` and ``signed_sin`` for ``apply_rope_signed`` in the decode step, made once per step:
+        positions (B,) -> (B, 1, D) each, in ``dtype``, shared by all heads."""
+        D = self.config.head_dim
+        cos, sin = self.rope(positions)  # (B, D) fp32
+        signed_sin = torch.cat((-sin[:, None, : D // 2], sin[:, None, D // 2:]), dim=-1)
+        return cos[:, None].to(dtype), signed_sin.to(dtype)
+
     def hidden_states(self, input_ids, positions=None, mask=None, cache: KVCache | None = None, start: int = 0):
         """The final-norm hidden states (B, T, C), before the LM head."""
         B, T = input_ids.shape
@@ -385,10 +393,8 @@ class Qwen3Model(nn.Module):
         c = self.config
         B, H, K, D = tokens.shape[0], c.num_attention_heads, c.num_key_value_heads, c.head_dim
         weights = weights if weights is not None else self.decode_weights()
-        cos, sin = self.rope(positions)  # (B, D) fp32
         x = self.embed(tokens)  # (B, C)
-        cos = cos[:, None].to(x.dtype)  # (B, 1, D): shared by heads
-        signed_sin = torch.cat((-sin[:, None, : D // 2], sin[:, None, D // 2:]), dim=-1).to(x.dtype)
+        cos, signed_sin = self.decode_rope(positions, x.dtype)  # (B, 1, D) each
         for layer, (block, w) in enumerate(zip(self.blocks, weights)):
             h = rms_norm(x, block.attn_norm.weight, block.attn_norm.eps)
             qkv = w.qkv_of(h).view(B, H + 2 * K, D)  # heads: H of q, K of k, K of v
