@@ -83,6 +83,40 @@ def profile(model, batch: int, steps: int, prompt: int = 64, warmup: int = 50) -
     return {part: seconds / steps for part, seconds in spent.items()}, worst
 
 
+VIEWS = {"aten::view", "aten::slice", "aten::select", "aten::as_strided", "aten::unsqueeze", "aten::t",
+         "aten::transpose", "aten::unflatten", "aten::expand", "aten::alias", "aten::split", "aten::chunk",
+         "aten::narrow", "aten::flatten", "aten::_unsafe_view", "aten::reshape", "aten::squeeze"}
+BIG = {"aten::linear", "aten::mm", "aten::matmul", "aten::mv", "aten::scaled_dot_product_attention"}
+
+
+@torch.inference_mode()
+def count_operations(model) -> dict[str, int]:
+    """Top-level ATen operations of one batch-1 decode step: matrix products and attention, the
+    other kernels, and views (which launch no kernel)."""
+    from torch.profiler import profile as torch_profile
+
+    cache = KVCache(model.config, 1, 16, dtype=model.dtype)
+    model(torch.zeros(1, 8, dtype=torch.long), torch.arange(8)[None], None, cache, start=0)
+    weights = model.decode_weights()
+    with torch_profile() as recorded:
+        model.decode_step(torch.zeros(1, dtype=torch.long), torch.tensor([8]), None, cache, start=8, weights=weights)
+    names = [event.name for event in recorded.events() if event.cpu_parent is None]
+    big = sum(name in BIG for name in names)
+    views = sum(name in VIEWS for name in names)
+    return {"matmul/attention": big, "other kernels": len(names) - big - views, "views": views}
+
+
+@torch.inference_mode()
+def timed_alone(fn, repeats: int = 3000) -> float:
+    """Seconds per call of ``fn`` in a tight loop: warm caches, nothing else in between."""
+    for _ in range(100):
+        fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 16])
@@ -110,6 +144,10 @@ def main(argv=None):
         other = total - reads - parts.get("attention", 0.0)
         print(f"  weight-reading matmuls {reads * 1e6:.0f} us ({weight_bytes / reads / 1e9:.1f} GB/s), attention "
               f"{parts.get('attention', 0.0) * 1e6:.0f} us, everything else {other * 1e6:.0f} us")
+    print(f"\noperations of one decode step: {count_operations(model)}")
+    x, gain = torch.randn(1, TINY.hidden_size), torch.ones(TINY.hidden_size)
+    print(f"timed alone, batch 1: one small kernel (x + x) {timed_alone(lambda: x + x) * 1e6:.2f} us, "
+          f"one rms_norm {timed_alone(lambda: rms_norm(x, gain, 1e-6)) * 1e6:.1f} us")
     floor = weight_bytes / bandwidth
     print(f"\nbatch-1 floor: {floor * 1e6:.0f} us per token to read the weights once, at most "
           f"{1 / floor:.0f} tok/s")

@@ -226,3 +226,5 @@ def test_decode_step_profile_replays_the_real_step(model, monkeypatch):
     assert worst < 1e-5
     assert set(profile_decode_step.WEIGHT_READS) | {"attention", "rms norms", "total"} <= set(parts)
     assert parts["total"] > sum(seconds for part, seconds in parts.items() if part != "total") * 0.99
+    counts = profile_decode_step.count_operations(model)  # per layer q/k/v, o, gate/up, down, attention; lm head
+    assert counts["matmul/attention"] == 5 * CONFIG.num_hidden_layers + 1 and counts["other kernels"] > 0
