@@ -228,3 +228,17 @@ def test_decode_step_profile_replays_the_real_step(model, monkeypatch):
     assert parts["total"] > sum(seconds for part, seconds in parts.items() if part != "total") * 0.99
     counts = profile_decode_step.count_operations(model)  # per layer q/k/v, o, gate/up, down, attention; lm head
     assert counts["matmul/attention"] == 5 * CONFIG.num_hidden_layers + 1 and counts["other kernels"] > 0
+
+
+def test_compiled_step_profile_finds_the_compile_overhead_and_the_kernels(monkeypatch):
+    """benchmarks/profile_compiled_step.py splits a compiled decode step into the compiled call's own
+    work and the kernels; every row it reports must be found in the profile."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import profile_compiled_step
+
+    result = profile_compiled_step.profile(batch=1, new_tokens=6, runs=1)
+    assert set(result["overhead_us"]) == set(profile_compiled_step.OVERHEAD_ROWS.values())
+    assert all(us > 0 for us in result["overhead_us"].values())
+    assert result["products_and_attention_us"].get("aten::mm", 0) > 0 and result["us_per_token"] > 0

@@ -1,0 +1,100 @@
+"""Where the time of a torch.compile'd decode step goes, for the tiny benchmark model on CPU.
+
+Runs the generation engine (64-token prompt, greedy, EOS blocked) with ``model.decode_step``
+compiled, profiles one whole generation with ``torch.profiler`` and splits each step into the
+compiled call's Python-side overhead (Dynamo's guard check, the bytecode that gathers the graph's
+inputs, Inductor's wrapper that launches the kernels, the compiled region itself) and the kernels
+it launches (under ``cpp_wrapper`` the kernels are launched from C++, out of the profiler's sight,
+so only the time per token compares). ``--variant`` tries Inductor settings that could lower the overhead:
+
+    python benchmarks/profile_compiled_step.py                       # default torch.compile
+    python benchmarks/profile_compiled_step.py --variant cpp_wrapper # C++ kernel launcher
+    python benchmarks/profile_compiled_step.py --variant freezing    # weights folded in as constants
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_generate import TINY
+
+from companion.checkpoint import build_model
+from companion.generate import SamplingParams, generate_ids
+
+OVERHEAD_ROWS = {  # profiler row -> what it is
+    "TorchDynamo Cache Lookup": "guard check",
+    "Pregraph bytecode": "input gathering",
+    "## Call CompiledFxGraph": "Inductor wrapper",
+    "Torch-Compiled Region": "compiled region",
+}
+VARIANTS = ("default", "cpp_wrapper", "freezing")
+
+
+def compiled_step(model, variant: str):
+    import torch._inductor.config as inductor
+
+    torch._dynamo.reset()
+    inductor.cpp_wrapper = variant == "cpp_wrapper"
+    inductor.freezing = variant == "freezing"
+    return torch.compile(model.decode_step, dynamic=True)
+
+
+def profile(batch: int = 1, new_tokens: int = 128, variant: str = "default", runs: int = 3) -> dict:
+    """Per-step wall time (median of ``runs``) and the profiler's per-step split, in microseconds."""
+    torch.manual_seed(0)
+    model = build_model(TINY, dtype=torch.float32).eval()
+    prompts = [[(7 * i + 13 * row) % 4000 + 10 for i in range(64)] for row in range(batch)]
+    step = compiled_step(model, variant)
+
+    def generate():
+        return generate_ids(model, prompts, new_tokens, SamplingParams(), eos_ids=(5,), min_new_tokens=new_tokens,
+                            decode_step=step)
+
+    generate()  # compiles
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        generate()
+        times.append(time.perf_counter() - start)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        generate()
+    steps = new_tokens - 1  # decode steps: the first token comes from the prefill
+    overhead, kernels = {}, {}
+    for row in prof.key_averages():
+        label = next((v for k, v in OVERHEAD_ROWS.items() if row.key.startswith(k)), None)
+        if label:
+            overhead[label] = overhead.get(label, 0.0) + row.self_cpu_time_total / steps
+        elif row.key in ("aten::mm", "aten::addmm", "aten::bmm") or "scaled_dot_product" in row.key:
+            kernels[row.key] = kernels.get(row.key, 0.0) + row.self_cpu_time_total / steps
+    return {"variant": variant, "batch": batch, "us_per_token": sorted(times)[len(times) // 2] / new_tokens * 1e6,
+            "overhead_us": overhead, "products_and_attention_us": kernels}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--variant", choices=VARIANTS, nargs="+", default=["default"])
+    args = parser.parse_args(argv)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, tiny model, batch {args.batch}, "
+          f"{args.new_tokens} new tokens (whole generation, prefill included, per token)")
+    for variant in args.variant:
+        result = profile(args.batch, args.new_tokens, variant, args.runs)
+        overhead = result["overhead_us"]
+        kernels = result["products_and_attention_us"]
+        print(f"{variant}: {result['us_per_token']:.0f} us per token")
+        print("  compiled call's own work per step: " + ", ".join(f"{k} {v:.0f} us" for k, v in overhead.items())
+              + f"; total {sum(overhead.values()):.0f} us")
+        print("  matrix products and attention per step (prefill's share included): " + ", ".join(f"{k} {v:.0f} us" for k, v in kernels.items())
+              + f"; total {sum(kernels.values()):.0f} us")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
