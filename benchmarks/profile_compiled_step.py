@@ -14,17 +14,12 @@ so only the time per token compares). ``--variant`` tries Inductor settings that
 from __future__ import annotations
 
 import argparse
-import sys
-import time
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generate import TINY
+import torch._inductor.config as inductor
+from bench_generate import TINY, prompts_for, run_ours
 
 from companion.checkpoint import build_model
-from companion.generate import SamplingParams, generate_ids
 
 OVERHEAD_ROWS = {  # profiler row -> what it is
     "TorchDynamo Cache Lookup": "guard check",
@@ -35,34 +30,19 @@ OVERHEAD_ROWS = {  # profiler row -> what it is
 VARIANTS = ("default", "cpp_wrapper", "freezing")
 
 
-def compiled_step(model, variant: str):
-    import torch._inductor.config as inductor
-
-    torch._dynamo.reset()
-    inductor.cpp_wrapper = variant == "cpp_wrapper"
-    inductor.freezing = variant == "freezing"
-    return torch.compile(model.decode_step, dynamic=True)
-
-
 def profile(batch: int = 1, new_tokens: int = 128, variant: str = "default", runs: int = 3) -> dict:
-    """Per-step wall time (median of ``runs``) and the profiler's per-step split, in microseconds."""
+    """Per-token wall time (median of ``runs``, prefill included) and the profiler's per-step split,
+    in microseconds. The Inductor settings of ``variant`` hold only inside this call."""
     torch.manual_seed(0)
     model = build_model(TINY, dtype=torch.float32).eval()
-    prompts = [[(7 * i + 13 * row) % 4000 + 10 for i in range(64)] for row in range(batch)]
-    step = compiled_step(model, variant)
-
-    def generate():
-        return generate_ids(model, prompts, new_tokens, SamplingParams(), eos_ids=(5,), min_new_tokens=new_tokens,
-                            decode_step=step)
-
-    generate()  # compiles
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        generate()
-        times.append(time.perf_counter() - start)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        generate()
+    prompts = prompts_for(batch, TINY.vocab_size)  # bench_generate.py's prompts and engine call
+    torch._dynamo.reset()  # each variant compiles afresh, under its own settings
+    with inductor.patch(cpp_wrapper=variant == "cpp_wrapper", freezing=variant == "freezing"):
+        step = torch.compile(model.decode_step, dynamic=True)
+        run_ours(model, prompts, new_tokens, step)  # compiles
+        seconds = sorted(run_ours(model, prompts, new_tokens, step)[0] for _ in range(runs))[runs // 2]
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            run_ours(model, prompts, new_tokens, step)
     steps = new_tokens - 1  # decode steps: the first token comes from the prefill
     overhead, kernels = {}, {}
     for row in prof.key_averages():
@@ -71,7 +51,7 @@ def profile(batch: int = 1, new_tokens: int = 128, variant: str = "default", run
             overhead[label] = overhead.get(label, 0.0) + row.self_cpu_time_total / steps
         elif row.key in ("aten::mm", "aten::addmm", "aten::bmm") or "scaled_dot_product" in row.key:
             kernels[row.key] = kernels.get(row.key, 0.0) + row.self_cpu_time_total / steps
-    return {"variant": variant, "batch": batch, "us_per_token": sorted(times)[len(times) // 2] / new_tokens * 1e6,
+    return {"variant": variant, "batch": batch, "us_per_token": seconds / new_tokens * 1e6,
             "overhead_us": overhead, "products_and_attention_us": kernels}
 
 
@@ -91,8 +71,8 @@ def main(argv=None) -> int:
         print(f"{variant}: {result['us_per_token']:.0f} us per token")
         print("  compiled call's own work per step: " + ", ".join(f"{k} {v:.0f} us" for k, v in overhead.items())
               + f"; total {sum(overhead.values()):.0f} us")
-        print("  matrix products and attention per step (prefill's share included): " + ", ".join(f"{k} {v:.0f} us" for k, v in kernels.items())
-              + f"; total {sum(kernels.values()):.0f} us")
+        print("  matrix products and attention per step (prefill's share included): "
+              + ", ".join(f"{k} {v:.0f} us" for k, v in kernels.items()) + f"; total {sum(kernels.values()):.0f} us")
     return 0
 
 

@@ -215,11 +215,16 @@ def test_stop_strings_cut_the_text(text_model, qwen_tokenizer):
     assert cut.finish_reason == "stop" and stop not in cut.text and free.text.startswith(cut.text)
 
 
-def test_decode_step_profile_replays_the_real_step(model, monkeypatch):
-    """benchmarks/profile_decode_step.py times a replay of decode_step; the replay must be the step."""
+@pytest.fixture
+def benchmarks_importable(monkeypatch):
+    """The benchmark scripts import each other as top-level modules, as they do when run."""
     from pathlib import Path
 
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+
+def test_decode_step_profile_replays_the_real_step(model, benchmarks_importable):
+    """benchmarks/profile_decode_step.py times a replay of decode_step; the replay must be the step."""
     import profile_decode_step
 
     parts, worst = profile_decode_step.profile(model, batch=2, steps=12, prompt=8, warmup=2)
@@ -230,12 +235,9 @@ def test_decode_step_profile_replays_the_real_step(model, monkeypatch):
     assert counts["matmul/attention"] == 5 * CONFIG.num_hidden_layers + 1 and counts["other kernels"] > 0
 
 
-def test_compiled_step_profile_finds_the_compile_overhead_and_the_kernels(monkeypatch):
+def test_compiled_step_profile_finds_the_compile_overhead_and_the_kernels(benchmarks_importable):
     """benchmarks/profile_compiled_step.py splits a compiled decode step into the compiled call's own
     work and the kernels; every row it reports must be found in the profile."""
-    from pathlib import Path
-
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import profile_compiled_step
 
     result = profile_compiled_step.profile(batch=1, new_tokens=6, runs=1)
