@@ -155,7 +155,9 @@ def generate_ids(
     if total > model.config.max_position_embeddings:
         raise ValueError(f"prompt ({L}) + max_new_tokens ({max_new_tokens}) exceeds the model's "
                          f"{model.config.max_position_embeddings} positions")
-    cache = KVCache(model.config, B0, total, device=device, dtype=model.dtype)
+    chunked = params.greedy and getattr(decode_step, "chunk", None) is not None
+    overshoot = decode_step.chunk_size - 1 if chunked else 0  # a last chunk may run past max_new_tokens
+    cache = KVCache(model.config, B0, total + overshoot, device=device, dtype=model.dtype)
     padded = not bool(valid.all())
     positions = positions_from_padding(valid)
     mask = padding_mask(valid, L) if padded else None
@@ -178,43 +180,75 @@ def generate_ids(
     every_row = True  # rows is still arange(B): plain column writes instead of scatters
     eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=device)
     eos_cpu = eos.cpu()
-    step_fn = decode_step if decode_step is not None else model.decode_step
     weights = model.decode_weights()  # stacked once per call (not per step), from the current parameters
+    step_fn = decode_step if decode_step is not None else model.decode_step
+    if chunked:
+        eos_block = eos if len(eos) else torch.tensor([0], device=device)  # index_fill needs an index
+        never_blocked = torch.zeros(decode_step.chunk_size, dtype=torch.bool, device=device)
 
-    for step in range(max_new_tokens):
-        if step < min_new_tokens and len(eos):
-            logits[:, eos] = float("-inf")
-        tokens, logprobs = sample_next(logits, params, generator)
-        tokens_cpu, logprobs_cpu = tokens.cpu(), logprobs.cpu()
-        if every_row:
-            out_tokens[:, step], out_logprobs[:, step] = tokens_cpu, logprobs_cpu
-        else:
-            out_tokens[rows, step], out_logprobs[rows, step] = tokens_cpu, logprobs_cpu
-        done = (tokens_cpu[:, None] == eos_cpu).any(dim=1)  # (B,); all False without EOS ids
+    def block_eos(step: int) -> bool:
+        return step < min_new_tokens and len(eos) > 0
+
+    if block_eos(0):
+        logits[:, eos] = float("-inf")
+    tokens, logprobs = sample_next(logits, params, generator)
+    new_tokens, new_logprobs = tokens[:, None], logprobs[:, None]  # (B, n): this round's tokens
+    step = 0  # index of the first token of this round
+    while True:
+        # Book-keeping of one round of n tokens per active row, vectorized over the round: a row that
+        # stops at its k-th token keeps none of the later ones (chunked decoding computes them anyway).
+        n = min(new_tokens.shape[1], max_new_tokens - step)
+        tokens_cpu, logprobs_cpu = new_tokens[:, :n].cpu(), new_logprobs[:, :n].cpu()
+        where = slice(None) if every_row else rows
+        out_tokens[where, step:step + n], out_logprobs[where, step:step + n] = tokens_cpu, logprobs_cpu
+        hit = torch.isin(tokens_cpu, eos_cpu)  # (b, n); all False without EOS ids
         if stop_strings is not None:
             for i, row in enumerate(rows.tolist()):
-                if not done[i] and stop_strings.hit(out_tokens[row, : step + 1].tolist()):
-                    done[i] = True
+                for k in range(n):
+                    if hit[i, : k + 1].any():
+                        break
+                    hit[i, k] = stop_strings.hit(out_tokens[row, : step + k + 1].tolist())
+        stopped = hit.any(dim=1)
         if on_token is not None:
-            on_token(rows.tolist(), tokens_cpu.tolist())
-        if done.any():
-            for row in rows[done].tolist():
-                finish[row] = "stop"
-                lengths[row] = step + 1
-            keep = (~done).nonzero().squeeze(-1)
-            if len(keep) == 0 or step == max_new_tokens - 1:
-                break
+            last = torch.where(stopped, hit.int().argmax(dim=1), n - 1)  # each row's last kept token
+            for k in range(n):
+                live = last >= k
+                on_token(rows[live].tolist(), tokens_cpu[live, k].tolist())
+        if stopped.any():
+            first = hit.int().argmax(dim=1)
+            for i in stopped.nonzero().squeeze(-1).tolist():
+                finish[int(rows[i])] = "stop"
+                lengths[rows[i]] = step + int(first[i]) + 1
+        alive = ~stopped
+        step += n
+        if step >= max_new_tokens or not alive.any():
+            break
+        if not alive.all():
+            keep = alive.nonzero().squeeze(-1)
             rows, every_row = rows[keep], False
             keep = keep.to(device)
             cache.select_rows(keep)
-            tokens = tokens[keep]
+            new_tokens = new_tokens[keep]
             key_valid, pad_lengths = key_valid[keep], pad_lengths[keep]
-        if step == max_new_tokens - 1:
-            break
-        position = L + step  # cache slot of the token just sampled
+        position = L + step - 1  # cache slot of the last token sampled
         step_positions = position - pad_lengths  # (B,)
-        step_mask = key_valid[:, None, None, : position + 1] if padded else None
-        logits = step_fn(tokens, step_positions, step_mask, cache, start=position, weights=weights)  # (B, V)
+        if chunked:
+            n = decode_step.chunk_size
+            bias = None
+            if padded:
+                bias = torch.zeros(key_valid.shape[0], 1, 1, position, device=device, dtype=model.dtype)
+                bias.masked_fill_(~key_valid[:, None, None, :position], float("-inf"))
+            blocked = never_blocked if step >= min_new_tokens else torch.tensor(
+                [block_eos(step + k) for k in range(n)], device=device)
+            new_tokens, new_logprobs = decode_step.chunk(model, new_tokens[:, -1], step_positions, bias, cache,
+                                                         position, weights, n, eos_block, blocked)
+        else:
+            step_mask = key_valid[:, None, None, : position + 1] if padded else None
+            logits = step_fn(new_tokens[:, -1], step_positions, step_mask, cache, start=position, weights=weights)
+            if block_eos(step):
+                logits[:, eos] = float("-inf")
+            tokens, logprobs = sample_next(logits, params, generator)
+            new_tokens, new_logprobs = tokens[:, None], logprobs[:, None]
 
     results = []
     for row in range(B):
@@ -223,11 +257,62 @@ def generate_ids(
     return results
 
 
-def compiled_decode_step(model: Qwen3Model):
-    """``torch.compile`` of the one-token decode step, ``model.decode_step`` (prefill stays eager).
+def greedy_decode_chunk(model: Qwen3Model, tokens, positions, prefix_bias, cache: KVCache, start: int, weights,
+                        steps: int, eos, blocked):
+    """``steps`` greedy decode steps in a row, for compiling as one graph: tokens (B,) is the last
+    token chosen, at cache slot ``start`` and position ``positions`` (B,). Returns the next
+    ``steps`` tokens (B, steps) and their log-probs (B, steps); ``blocked[k]`` bans the ``eos`` ids
+    at step k (``min_new_tokens``). The engine checks for stops only after the whole run, so a row
+    that ends inside it costs the rest of the run: at most ``steps - 1`` wasted tokens."""
+    pending = [([], []) for _ in weights]
+    chosen, logprobs = [], []
+    for k in range(steps):
+        logits = model.decode_step_pending(tokens, positions + k, prefix_bias, cache, start, pending, weights).float()
+        logits = torch.where(blocked[k], logits.index_fill(-1, eos, float("-inf")), logits)
+        tokens = logits.max(dim=-1).indices  # the same first maximum as argmax
+        logprobs.append(torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None]).squeeze(-1))
+        chosen.append(tokens)
+    cache.write_pending(pending, start)
+    return torch.stack(chosen, dim=1), torch.stack(logprobs, dim=1)
+
+
+CHUNK_MAX_PARAMETERS = 100_000_000  # chunked greedy decoding pays off only where per-step overhead dominates
+DEFAULT_CHUNK_SIZE = 4
+
+
+class CompiledDecoder:
+    """The engine's compiled decode functions: called like ``model.decode_step`` (compiled), and,
+    with ``chunk_size`` > 1, ``chunk``: ``greedy_decode_chunk`` of ``chunk_size`` steps compiled as
+    one graph, which greedy generation uses instead. On CPU a compiled call has a fixed cost
+    (guards, gathering the inputs, launching the kernels) that is a third of a tiny model's step;
+    one call per ``chunk_size`` tokens pays it once for all of them. Sampling keeps the one-step
+    function. ``compile=False`` runs the same functions eagerly (for tests)."""
+
+    def __init__(self, model: Qwen3Model, chunk_size: int | None = None, compile: bool = True):
+        if chunk_size is None:
+            chunk_size = DEFAULT_CHUNK_SIZE if model.num_parameters() <= CHUNK_MAX_PARAMETERS else 1
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.chunk_size = chunk_size
+        self.step = torch.compile(model.decode_step, dynamic=True) if compile else model.decode_step
+        self.chunk = None
+        if chunk_size > 1:
+            # Inductor's C++ launcher: for the chunk's 4x longer graph it saves much of what launching
+            # its kernels from Python costs (while writing this, batch 1 went from 2.98x to 3.31x
+            # transformers' speed on a 2-core CPU; the one-step graph gained nothing). Tried on CPU only.
+            options = {"cpp_wrapper": True} if model.device.type == "cpu" else None
+            self.chunk = torch.compile(greedy_decode_chunk, dynamic=True, options=options) if compile \
+                else greedy_decode_chunk
+
+    def __call__(self, *args, **kwargs):
+        return self.step(*args, **kwargs)
+
+
+def compiled_decode_step(model: Qwen3Model, chunk_size: int | None = None) -> CompiledDecoder:
+    """``torch.compile`` of the decode step (prefill stays eager), for ``generate_ids(decode_step=...)``.
     Worth it where the per-token overhead of many small kernels dominates; compiling takes tens of
-    seconds on CPU."""
-    return torch.compile(model.decode_step, dynamic=True)
+    seconds on CPU (one to two minutes more for the 4-step greedy chunk of a small model)."""
+    return CompiledDecoder(model, chunk_size)
 
 
 def generate(
@@ -337,7 +422,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16"], help="default: fp32 on CPU, bf16 elsewhere")
-    p.add_argument("--compile", action="store_true", help="torch.compile the decode step")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (greedy decoding of a small model: four steps per compiled call)")
     p.set_defaults(func=_run_cli)
 
 

@@ -167,6 +167,16 @@ class KVCache:
         self.keys = self.keys.repeat_interleave(times, dim=1)
         self.values = self.values.repeat_interleave(times, dim=1)
 
+    def prefix(self, layer: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Views of one layer's keys and values at [0, end): (B, K, end, D) each."""
+        return self._layer_keys[layer][:, :, :end], self._layer_values[layer][:, :, :end]
+
+    def write_pending(self, pending: list[tuple[list, list]], start: int) -> None:
+        """Store the keys/values that ``decode_step_pending`` held back: per layer two lists of
+        (B, K, D), one entry per step, written at [start, start + steps)."""
+        for layer, (keys, values) in enumerate(pending):
+            self.update(layer, torch.stack(keys, dim=2), torch.stack(values, dim=2), start)
+
     def append_one(self, layer: int, k: torch.Tensor, v: torch.Tensor, position: int):
         """``update`` for the decode step's one position: k, v (B, K, D) -> keys/values (B, K, position+1, D)."""
         return self.update(layer, k[:, :, None], v[:, :, None], position)
@@ -390,9 +400,51 @@ class Qwen3Model(nn.Module):
         the new keys/values are written at cache position ``start``. ``weights`` is
         ``decode_weights()``, passed in by a caller that makes many steps.
         """
+        weights = weights if weights is not None else self.decode_weights()
+        B, K, D = tokens.shape[0], self.config.num_key_value_heads, self.config.head_dim
+
+        def attend(layer, q, k, v):  # q (B, K, H//K, D); k, v (B, K, D)
+            keys, values = cache.append_one(layer, k, v, start)  # (B, K, S, D)
+            # The H // K query heads that share a key/value head go in as that head's H // K queries:
+            # no copies of keys and values for grouped-query attention (twice as fast at batch 16 on CPU)
+            return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+
+        return self._decode_layers(tokens, positions, weights, attend)
+
+    def decode_step_pending(self, tokens, positions, prefix_bias, cache: KVCache, start: int,
+                            pending: list[tuple[list, list]], weights: list[DecodeWeights]):
+        """``decode_step`` for a run of several steps inside one compiled graph (``generate``'s
+        chunked greedy decoding): logits (B, V) for one new token per row.
+
+        The keys/values of the steps of this run are not written to the cache yet: each layer keeps
+        them in ``pending[layer]`` (two lists of (B, K, D)) and attention reads the cache's
+        [0, start) as a view plus those, merged in one softmax. ``cache.write_pending`` stores them
+        afterwards. Inside a compiled graph, writing the cache and then reading it back makes the
+        compiler copy the keys and values it reads at every step; this way it reads them in place.
+        ``prefix_bias`` (B, 1, 1, start) is 0 for a real key and -inf for padding, or None without padding.
+        """
+        scale = self.config.head_dim ** -0.5
+
+        def attend(layer, q, k, v):
+            pending_keys, pending_values = pending[layer]
+            pending_keys.append(k)
+            pending_values.append(v)
+            new_keys = torch.stack(pending_keys, dim=2)  # (B, K, n, D)
+            new_values = torch.stack(pending_values, dim=2)
+            old_keys, old_values = cache.prefix(layer, start)  # (B, K, start, D) views
+            old_scores = q @ old_keys.transpose(-1, -2)  # (B, K, H//K, start)
+            if prefix_bias is not None:
+                old_scores = old_scores + prefix_bias
+            scores = torch.cat([old_scores, q @ new_keys.transpose(-1, -2)], dim=-1)
+            probs = torch.softmax(scores * scale, dim=-1, dtype=torch.float32).to(q.dtype)  # (B, K, H//K, start+n)
+            return probs[..., :start] @ old_values + probs[..., start:] @ new_values
+
+        return self._decode_layers(tokens, positions, weights, attend)
+
+    def _decode_layers(self, tokens, positions, weights, attend):
+        """The body of the decode step; ``attend(layer, q, k, v)`` is its attention over the cache."""
         c = self.config
         B, H, K, D = tokens.shape[0], c.num_attention_heads, c.num_key_value_heads, c.head_dim
-        weights = weights if weights is not None else self.decode_weights()
         x = self.embed(tokens)  # (B, C)
         cos, signed_sin = self.decode_rope(positions, x.dtype)  # (B, 1, D) each
         for layer, (block, w) in enumerate(zip(self.blocks, weights)):
@@ -402,11 +454,8 @@ class Qwen3Model(nn.Module):
             if w.qk_norm is not None:  # Qwen3: q_norm's gain on the first H heads, k_norm's on the K others
                 qk = rms_norm(qk, w.qk_norm, c.rms_norm_eps)
             qk = apply_rope_signed(qk, cos, signed_sin)
-            keys, values = cache.append_one(layer, qk[:, H:], v, start)  # (B, K, S, D)
-            # The H // K query heads that share a key/value head go in as that head's H // K queries:
-            # no copies of keys and values for grouped-query attention (twice as fast at batch 16 on CPU)
-            out = F.scaled_dot_product_attention(qk[:, :H].view(B, K, H // K, D), keys, values, attn_mask=mask)
-            x = x + linear_one_step(out.view(B, H * D), block.attn.o_proj.weight)
+            out = attend(layer, qk[:, :H].view(B, K, H // K, D), qk[:, H:], v)  # (B, K, H//K, D)
+            x = x + linear_one_step(out.reshape(B, H * D), block.attn.o_proj.weight)
             h = rms_norm(x, block.mlp_norm.weight, block.mlp_norm.eps)
             gate, up = w.gate_up_of(h)
             x = x + linear_one_step(F.silu(gate) * up, block.mlp.down_proj.weight)

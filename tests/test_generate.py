@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from companion.config import ModelConfig
-from companion.generate import (SamplingParams, compiled_decode_step, filter_logits, generate, generate_ids,
-                                sample_next)
+from companion.generate import (CompiledDecoder, SamplingParams, compiled_decode_step, filter_logits, generate,
+                                generate_ids, sample_next)
 from companion.model import Qwen3Model
 
 CONFIG = ModelConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -48,18 +48,49 @@ def test_batched_left_padded_greedy_equals_one_by_one(model):
     assert batched == single
 
 
-def test_compiled_decode_step_agrees_with_eager(model):
+@pytest.mark.parametrize("chunk_size", [1, 4])
+def test_compiled_decode_step_agrees_with_eager(model, chunk_size):
     """``--compile`` runs the same arithmetic through fused kernels: along one decode path (left-padded,
-    batch of two), the compiled step's logits equal the eager step's up to rounding."""
+    batch of two), the compiled step's logits equal the eager step's up to rounding; so do those
+    of the compiled 4-step greedy chunk (the default for small models)."""
     prompts = random_prompts([6, 11], seed=3)
-    compiled = compiled_decode_step(model)
+    compiled = compiled_decode_step(model, chunk_size)
+    assert (compiled.chunk is None) == (chunk_size == 1)
     eager = generate_ids(model, prompts, 24)
     fused = generate_ids(model, prompts, 24, decode_step=compiled)
     for (tokens, logprobs, _), (fused_tokens, fused_logprobs, _) in zip(eager, fused):
         # Rounding may part greedy paths at a near-tie; up to there, the log-probs must agree.
         same = next((i for i, (a, b) in enumerate(zip(tokens, fused_tokens)) if a != b), len(tokens))
-        assert same >= 8
+        assert same >= 8 and len(fused_tokens) == 24
         assert max(abs(a - b) for a, b in zip(logprobs[:same], fused_logprobs[:same])) < 1e-4
+
+
+@pytest.mark.parametrize("chunk_size", [2, 3, 4])
+def test_chunked_greedy_equals_step_by_step(model, chunk_size):
+    """Greedy decoding in runs of chunk_size steps (the keys/values of a run kept aside and merged
+    into attention, written to the cache afterwards) gives the tokens of one step at a time, with
+    left padding, rows stopping at EOS inside a run, min_new_tokens and a length that is not a
+    multiple of the run; streaming sees the same tokens."""
+    prompts = random_prompts([4, 11, 7, 20, 1], seed=3)
+    free = [generate_ids(model, [p], 30)[0][0] for p in prompts]
+    eos = free[1][5]  # row 1 meets it at step 5, inside a run
+    chunker = CompiledDecoder(model, chunk_size, compile=False)
+    for min_new in (0, 9):
+        reference = generate_ids(model, prompts, 29, eos_ids=(eos,), min_new_tokens=min_new)
+        streamed = {}
+        chunked = generate_ids(model, prompts, 29, eos_ids=(eos,), min_new_tokens=min_new, decode_step=chunker,
+                               on_token=lambda rows, tokens: [streamed.setdefault(r, []).append(t)
+                                                              for r, t in zip(rows, tokens)])
+        assert min_new or reference[1][2] == "stop" and len(reference[1][0]) == 6
+        for row, ((tokens, logprobs, reason), (c_tokens, c_logprobs, c_reason)) in enumerate(zip(reference, chunked)):
+            assert c_tokens == tokens and c_reason == reason and streamed[row] == tokens
+            assert max(abs(a - b) for a, b in zip(logprobs, c_logprobs)) < 1e-5
+    # Sampling does not use the chunk: the same seed gives the same samples as without it.
+    params = SamplingParams(temperature=1.0)
+    plain = generate_ids(model, prompts, 12, params, generator=torch.Generator().manual_seed(0))
+    with_chunker = generate_ids(model, prompts, 12, params, generator=torch.Generator().manual_seed(0),
+                                decode_step=chunker)
+    assert [t for t, _, _ in plain] == [t for t, _, _ in with_chunker]
 
 
 def test_rows_stop_on_their_own_and_are_dropped(model):
