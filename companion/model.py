@@ -424,6 +424,7 @@ class Qwen3Model(nn.Module):
         ``prefix_bias`` (B, 1, 1, start) is 0 for a real key and -inf for padding, or None without padding.
         """
         scale = self.config.head_dim ** -0.5
+        qk_dtype = self.dtype
 
         def attend(layer, q, k, v):
             pending_keys, pending_values = pending[layer]
@@ -432,12 +433,16 @@ class Qwen3Model(nn.Module):
             new_keys = torch.stack(pending_keys, dim=2)  # (B, K, n, D)
             new_values = torch.stack(pending_values, dim=2)
             old_keys, old_values = cache.prefix(layer, start)  # (B, K, start, D) views
+            if q.dtype != torch.float32:  # in fp32 throughout, as the fused kernel computes bf16 attention
+                q, old_keys, old_values, new_keys, new_values = (
+                    t.float() for t in (q, old_keys, old_values, new_keys, new_values))
             old_scores = q @ old_keys.transpose(-1, -2)  # (B, K, H//K, start)
             if prefix_bias is not None:
                 old_scores = old_scores + prefix_bias
             scores = torch.cat([old_scores, q @ new_keys.transpose(-1, -2)], dim=-1)
-            probs = torch.softmax(scores * scale, dim=-1, dtype=torch.float32).to(q.dtype)  # (B, K, H//K, start+n)
-            return probs[..., :start] @ old_values + probs[..., start:] @ new_values
+            probs = torch.softmax(scores * scale, dim=-1)  # (B, K, H//K, start+n)
+            out = probs[..., :start] @ old_values + probs[..., start:] @ new_values
+            return out.to(qk_dtype)
 
         return self._decode_layers(tokens, positions, weights, attend)
 
