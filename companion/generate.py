@@ -213,7 +213,8 @@ def generate_ids(
             last = torch.where(stopped, hit.int().argmax(dim=1), n - 1)  # each row's last kept token
             for k in range(n):
                 live = last >= k
-                on_token(rows[live].tolist(), tokens_cpu[live, k].tolist())
+                if live.any():
+                    on_token(rows[live].tolist(), tokens_cpu[live, k].tolist())
         if stopped.any():
             first = hit.int().argmax(dim=1)
             for i in stopped.nonzero().squeeze(-1).tolist():

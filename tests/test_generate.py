@@ -78,13 +78,22 @@ def test_chunked_greedy_equals_step_by_step(model, chunk_size):
     for min_new in (0, 9):
         reference = generate_ids(model, prompts, 29, eos_ids=(eos,), min_new_tokens=min_new)
         streamed = {}
+
+        def on_token(rows, tokens):
+            assert rows and len(rows) == len(tokens)  # only rows still running, never an empty call
+            for row, token in zip(rows, tokens):
+                streamed.setdefault(row, []).append(token)
+
         chunked = generate_ids(model, prompts, 29, eos_ids=(eos,), min_new_tokens=min_new, decode_step=chunker,
-                               on_token=lambda rows, tokens: [streamed.setdefault(r, []).append(t)
-                                                              for r, t in zip(rows, tokens)])
+                               on_token=on_token)
         assert min_new or reference[1][2] == "stop" and len(reference[1][0]) == 6
         for row, ((tokens, logprobs, reason), (c_tokens, c_logprobs, c_reason)) in enumerate(zip(reference, chunked)):
             assert c_tokens == tokens and c_reason == reason and streamed[row] == tokens
             assert max(abs(a - b) for a, b in zip(logprobs, c_logprobs)) < 1e-5
+        streamed = {}
+        [(alone, _, _)] = generate_ids(model, prompts[1:2], 29, eos_ids=(eos,), min_new_tokens=min_new,
+                                       decode_step=chunker, on_token=on_token)  # the only row ends inside a run
+        assert alone == reference[1][0] == streamed[0]
     # Sampling does not use the chunk: the same seed gives the same samples as without it.
     params = SamplingParams(temperature=1.0)
     plain = generate_ids(model, prompts, 12, params, generator=torch.Generator().manual_seed(0))
