@@ -204,28 +204,28 @@ def generate_ids(
         hit = torch.isin(tokens_cpu, eos_cpu)  # (b, n); all False without EOS ids
         if stop_strings is not None:
             for i, row in enumerate(rows.tolist()):
-                for k in range(n):
-                    if hit[i, : k + 1].any():
+                for k in range(n):  # up to the row's first stop, EOS or string
+                    if hit[i, k] or stop_strings.hit(out_tokens[row, : step + k + 1].tolist()):
+                        hit[i, k] = True
                         break
-                    hit[i, k] = stop_strings.hit(out_tokens[row, : step + k + 1].tolist())
         stopped = hit.any(dim=1)
-        if on_token is not None:
+        any_stopped = bool(stopped.any())
+        if any_stopped or on_token is not None:
             last = torch.where(stopped, hit.int().argmax(dim=1), n - 1)  # each row's last kept token
+        if on_token is not None:
             for k in range(n):
                 live = last >= k
                 if live.any():
                     on_token(rows[live].tolist(), tokens_cpu[live, k].tolist())
-        if stopped.any():
-            first = hit.int().argmax(dim=1)
+        if any_stopped:
             for i in stopped.nonzero().squeeze(-1).tolist():
                 finish[int(rows[i])] = "stop"
-                lengths[rows[i]] = step + int(first[i]) + 1
-        alive = ~stopped
+                lengths[rows[i]] = step + int(last[i]) + 1
         step += n
-        if step >= max_new_tokens or not alive.any():
+        if step >= max_new_tokens or bool(stopped.all()):
             break
-        if not alive.all():
-            keep = alive.nonzero().squeeze(-1)
+        if any_stopped:
+            keep = (~stopped).nonzero().squeeze(-1)
             rows, every_row = rows[keep], False
             keep = keep.to(device)
             cache.select_rows(keep)
@@ -258,6 +258,9 @@ def generate_ids(
     return results
 
 
+GREEDY = SamplingParams()
+
+
 def greedy_decode_chunk(model: Qwen3Model, tokens, positions, prefix_bias, cache: KVCache, start: int, weights,
                         steps: int, eos, blocked):
     """``steps`` greedy decode steps in a row, for compiling as one graph: tokens (B,) is the last
@@ -268,11 +271,11 @@ def greedy_decode_chunk(model: Qwen3Model, tokens, positions, prefix_bias, cache
     pending = [([], []) for _ in weights]
     chosen, logprobs = [], []
     for k in range(steps):
-        logits = model.decode_step_pending(tokens, positions + k, prefix_bias, cache, start, pending, weights).float()
+        logits = model.decode_step_pending(tokens, positions + k, prefix_bias, cache, start, pending, weights)
         logits = torch.where(blocked[k], logits.index_fill(-1, eos, float("-inf")), logits)
-        tokens = logits.max(dim=-1).indices  # the same first maximum as argmax
-        logprobs.append(torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None]).squeeze(-1))
+        tokens, logprob = sample_next(logits, GREEDY)
         chosen.append(tokens)
+        logprobs.append(logprob)
     cache.write_pending(pending, start)
     return torch.stack(chosen, dim=1), torch.stack(logprobs, dim=1)
 
@@ -423,7 +426,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16"], help="default: fp32 on CPU, bf16 elsewhere")
-    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (greedy decoding of a small model: four steps per compiled call)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the decode step (greedy decoding of a small model: four steps per compiled call)")
     p.set_defaults(func=_run_cli)
 
 

@@ -401,7 +401,6 @@ class Qwen3Model(nn.Module):
         ``decode_weights()``, passed in by a caller that makes many steps.
         """
         weights = weights if weights is not None else self.decode_weights()
-        B, K, D = tokens.shape[0], self.config.num_key_value_heads, self.config.head_dim
 
         def attend(layer, q, k, v):  # q (B, K, H//K, D); k, v (B, K, D)
             keys, values = cache.append_one(layer, k, v, start)  # (B, K, S, D)
@@ -424,9 +423,9 @@ class Qwen3Model(nn.Module):
         ``prefix_bias`` (B, 1, 1, start) is 0 for a real key and -inf for padding, or None without padding.
         """
         scale = self.config.head_dim ** -0.5
-        qk_dtype = self.dtype
 
         def attend(layer, q, k, v):
+            dtype = q.dtype
             pending_keys, pending_values = pending[layer]
             pending_keys.append(k)
             pending_values.append(v)
@@ -442,7 +441,7 @@ class Qwen3Model(nn.Module):
             scores = torch.cat([old_scores, q @ new_keys.transpose(-1, -2)], dim=-1)
             probs = torch.softmax(scores * scale, dim=-1)  # (B, K, H//K, start+n)
             out = probs[..., :start] @ old_values + probs[..., start:] @ new_values
-            return out.to(qk_dtype)
+            return out.to(dtype)
 
         return self._decode_layers(tokens, positions, weights, attend)
 
