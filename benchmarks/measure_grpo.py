@@ -3,8 +3,9 @@
 1. Train: ``python -m companion train-grpo`` with the settings in ``TRAIN_ARGS`` (the exact
    command is printed and written into the model card), timed by the wall clock from start to
    exit, model loading and the final save included.
-2. Measure: ``python -m companion evaluate`` (greedy, its default ``cot`` prompt) on the first
-   500 problems of the validation and test splits, for the start model and the trained one.
+2. Measure: ``python -m companion evaluate`` (greedy, with the prompt style the run trained with,
+   ``cot`` unless ``--prompt-style`` says otherwise) on the first 500 problems of the validation
+   and test splits, for the start model and the trained one.
 3. Ship (``--ship``): the trained weights, tokenizer and generation config, the metrics log and
    its plot, ``report.json`` and a model card with the numbers, in ``data/tiny-reasoner-grpo``.
 
@@ -54,13 +55,20 @@ def with_overrides(args: list[str], extra: list[str]) -> list[str]:
     return args
 
 
+def flag_value(args: list[str], flag: str, default: str) -> str:
+    return args[args.index(flag) + 1] if flag in args else default
+
+
 def train(run_dir: Path, extra: list[str]) -> dict:
-    command = ["python", "-m", "companion", "train-grpo", *with_overrides(TRAIN_ARGS, extra), "--out-dir", str(run_dir)]
+    train_args = with_overrides(TRAIN_ARGS, extra)
+    command = ["python", "-m", "companion", "train-grpo", *train_args, "--out-dir", str(run_dir)]
     print("$", shlex.join(command), flush=True)
     started = time.perf_counter()
     subprocess.run(companion(*command[3:]), check=True)
     seconds = time.perf_counter() - started
-    record = {"command": shlex.join(command), "seconds": round(seconds, 1)}
+    record = {"command": shlex.join(command), "seconds": round(seconds, 1),
+              "start_model": flag_value(train_args, "--model", START_MODEL),
+              "prompt_style": flag_value(train_args, "--prompt-style", "cot")}
     (run_dir / "train.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"training took {seconds / 60:.1f} minutes", flush=True)
     return record
@@ -75,9 +83,10 @@ def accuracy_of(records_path: Path) -> dict:
             "tokens_per_problem": sum(r["tokens"] for r in records) / len(records)}
 
 
-def evaluate(model: str, split: str, out: Path) -> tuple[dict, str]:
+def evaluate(model: str, split: str, out: Path, prompt_style: str) -> tuple[dict, str]:
     command = ["python", "-m", "companion", "evaluate", "--model", model, "--benchmark", "arith", "--split", split,
-               "--limit", str(EVAL_PROBLEMS), "--out", str(out), "--fresh", "--no-progress"]
+               "--prompt-style", prompt_style, "--limit", str(EVAL_PROBLEMS), "--out", str(out), "--fresh",
+               "--no-progress"]
     print("$", shlex.join(command), flush=True)
     subprocess.run(companion(*command[3:]), check=True, stdout=subprocess.DEVNULL)
     result = accuracy_of(out)
@@ -85,31 +94,31 @@ def evaluate(model: str, split: str, out: Path) -> tuple[dict, str]:
     return result, shlex.join(command)
 
 
-def start_model_records(split: str) -> Path:
-    """Where the start model's records go: one folder per version of its weights, so that every
-    run measured against the same start model shares them."""
-    weights = Path(START_MODEL) / "model.safetensors"
+def start_model_records(start_model: str, split: str, prompt_style: str) -> Path:
+    """Where the start model's records go: one folder per version of its weights and prompt style,
+    so that every run measured against the same start model shares them."""
+    weights = Path(start_model) / "model.safetensors"
     stamp = f"{weights.stat().st_size}-{int(weights.stat().st_mtime)}"
-    return Path("runs") / "grpo-start-model" / stamp / f"{split}.jsonl"
+    return Path("runs") / "grpo-start-model" / stamp / f"{split}-{prompt_style}.jsonl"
 
 
-def measure(run_dir: Path, splits: tuple[str, ...]) -> dict:
+def measure(run_dir: Path, splits: tuple[str, ...], start_model: str, prompt_style: str) -> dict:
     folder = run_dir / "eval"
     folder.mkdir(parents=True, exist_ok=True)
     results: dict = {"before": {}, "after": {}, "commands": {}}
     for split in splits:
-        cached = start_model_records(split)
+        cached = start_model_records(start_model, split, prompt_style)
         if cached.exists() and accuracy_of(cached)["problems"] == EVAL_PROBLEMS:
             results["before"][split] = accuracy_of(cached)
             results["commands"][f"before/{split}"] = json.loads(cached.with_suffix(".command").read_text())
-            print(f"  {START_MODEL} {split}: accuracy {results['before'][split]['accuracy']:.3f} (measured before)")
+            print(f"  {start_model} {split}: accuracy {results['before'][split]['accuracy']:.3f} (measured before)")
         else:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            results["before"][split], command = evaluate(START_MODEL, split, cached)
+            results["before"][split], command = evaluate(start_model, split, cached, prompt_style)
             cached.with_suffix(".command").write_text(json.dumps(command))
             results["commands"][f"before/{split}"] = command
         results["after"][split], results["commands"][f"after/{split}"] = evaluate(
-            str(run_dir / "model"), split, folder / f"after_{split}.jsonl")
+            str(run_dir / "model"), split, folder / f"after_{split}.jsonl", prompt_style)
     (run_dir / "measured.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
 
@@ -132,9 +141,9 @@ def card(report: dict) -> str:
     training = report["training"]
     return "\n".join([
         "---", "license: apache-2.0", "library_name: transformers", "pipeline_tag: text-generation",
-        f"base_model: {START_MODEL}", "---", "",
+        f"base_model: {report['start_model']}", "---", "",
         "# tiny-reasoner-grpo", "",
-        f"`{START_MODEL}` after {training['steps']} steps of GRPO on the `arith` train split (chapter 6). "
+        f"`{report['start_model']}` after {training['steps']} steps of GRPO on the `arith` train split (chapter 6). "
         "The reward is verifiable: 1 when the final `\\boxed{}` answer equals the gold answer, plus 0.2 "
         "for a well-formed reply. No reference model (beta 0).", "",
         "## Reproduce", "",
@@ -145,7 +154,7 @@ def card(report: dict) -> str:
         f"(start to exit, loading and saving included; {training['mean_step_seconds']:.2f} s per step on average, "
         f"median {training['median_step_seconds']:.2f} s; {training['slow_steps']} steps took over three times the "
         "median, when other jobs shared the machine).", "",
-        "## Greedy accuracy (`python -m companion evaluate`, `cot` prompt)", "",
+        f"## Greedy accuracy (`python -m companion evaluate`, `{report['prompt_style']}` prompt)", "",
         "| split | before | after | gain (points) |", "|---|---:|---:|---:|", *rows, "",
         f"First {CHECK_PROBLEMS} test problems (what `tests/test_rl_shipped.py` re-measures): "
         f"{report['after']['test'][f'first_{CHECK_PROBLEMS}']:.1%} after, "
@@ -195,7 +204,10 @@ def main() -> int:
         if run_dir.exists():
             raise SystemExit(f"{run_dir} exists; pass --skip-train to measure it, or pick another --run-dir")
         record = train(run_dir, shlex.split(args.extra))
-    measured = measure(run_dir, tuple(s for s in args.splits.split(",") if s))
+    record.setdefault("start_model", START_MODEL)
+    record.setdefault("prompt_style", "cot")
+    measured = measure(run_dir, tuple(s for s in args.splits.split(",") if s), record["start_model"],
+                       record["prompt_style"])
     report = {**record, **measured, "training": training_summary(run_dir),
               "machine": f"{platform.machine()} CPU with {__import__('os').cpu_count()} cores"}
     (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")

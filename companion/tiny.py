@@ -62,6 +62,13 @@ END_OF_TURN = "<|im_end|>"
 # How often each kind of example is drawn for the corpus.
 CORPUS_MIX = {"cot": 0.4, "thinking": 0.2, "direct": 0.2, "revise": 0.2}
 SLIP_FRACTION = 0.5  # of revise examples, how many show an attempt with a slip
+# Of thinking-mode replies, how many close the think block at once and state an answer, as a base
+# model that has seen few reasoning traces does: greedy thinking-mode decoding then skips the
+# reasoning the model can do, and reinforcement learning (chapter 6) has a habit to change.
+EMPTY_THINK_FRACTION = 0.0
+# Of revise examples, how many show a bare answer (no work, as the direct prompt gives): the review
+# then works the problem out and says whether the answer was right.
+BARE_ATTEMPT_FRACTION = 0.0
 DRILLS_PER_PROBLEM = 0.5  # drill chats added to the corpus per training problem
 DRILL_EQUATIONS = 16  # equations per drill chat
 DRILL_INSTRUCTION = "Work out each line."
@@ -164,6 +171,13 @@ def review_target(problem: SyntheticProblem, attempt: Attempt) -> str:
     return "\n".join(lines + [f"The attempt is correct. {final_answer(problem.answer)}"])
 
 
+def bare_review_target(problem: SyntheticProblem, shown: int) -> str:
+    """The review of an answer given without work: solve the problem, then compare."""
+    verdict = ("The attempt is correct." if shown == problem.answer
+               else f"The attempt says {shown}, which is wrong.")
+    return "\n".join(problem.solution_lines() + [f"{verdict} {final_answer(problem.answer)}"])
+
+
 # ---------------------------------------------------------------------------------------------
 # Corpus
 # ---------------------------------------------------------------------------------------------
@@ -196,6 +210,23 @@ def make_example(tokenizer, problem: SyntheticProblem, kind: str, rng: random.Ra
     return Example(kind, prompt, reply + END_OF_TURN, len(problem.steps))
 
 
+def with_habits(tokenizer, problem: SyntheticProblem, example: Example, rng: random.Random,
+                empty_think: float, bare_attempts: float) -> Example:
+    """``example``, or in its place (with the given probabilities) a thinking reply that leaves the
+    think block empty, or a review of a bare answer given without work."""
+    if example.kind == "thinking" and empty_think and rng.random() < empty_think:
+        reply = f"<think>\n\n</think>\n\n{final_answer(problem.answer)}"
+        return Example("thinking", example.prompt, reply + END_OF_TURN, example.steps)
+    if example.kind == "revise" and bare_attempts and rng.random() < bare_attempts:
+        shown = problem.answer
+        if rng.random() < SLIP_FRACTION:
+            slipped = slipped_attempt(problem, rng)
+            shown = slipped.values[-1][2] if slipped else problem.answer + rng.choice([o for o in SLIP_OFFSETS if o > 0])
+        prompt = build_revise_prompt(tokenizer, problem.question, f"\\boxed{{{shown}}}")
+        return Example("revise", prompt, bare_review_target(problem, shown) + END_OF_TURN, example.steps)
+    return example
+
+
 def drill_example(tokenizer, problems, rng: random.Random, equations: int = DRILL_EQUATIONS) -> Example:
     """A chat of bare equations drawn from the steps of ``problems``, answered one per line.
 
@@ -211,17 +242,25 @@ def drill_example(tokenizer, problems, rng: random.Random, equations: int = DRIL
 
 
 def build_corpus(tokenizer, problems, seed: int = 0, kinds_per_problem: int = 2,
-                 mix: dict[str, float] | None = None, drills_per_problem: float = DRILLS_PER_PROBLEM) -> list[Example]:
+                 mix: dict[str, float] | None = None, drills_per_problem: float = DRILLS_PER_PROBLEM,
+                 empty_think: float = EMPTY_THINK_FRACTION, bare_attempts: float = BARE_ATTEMPT_FRACTION) -> list[Example]:
     """Every problem rendered as ``kinds_per_problem`` different kinds drawn from ``mix``, plus
-    ``drills_per_problem * len(problems)`` drill chats, shuffled."""
+    ``drills_per_problem * len(problems)`` drill chats, shuffled.
+
+    The habits (``empty_think``, ``bare_attempts``; see ``with_habits``) are drawn from a random
+    stream of their own, so the corpus with them holds the same chats in the same order as the
+    one without, apart from the replaced replies: a run can switch from one to the other mid-way.
+    """
     mix = mix or CORPUS_MIX
     problems = list(problems)
     rng = random.Random(f"corpus-{seed}")
+    habits = random.Random(f"habits-{seed}")
     examples = []
     for problem in problems:
         recompute(problem.steps)
         for kind in _draw_kinds(rng, mix, kinds_per_problem):
-            examples.append(make_example(tokenizer, problem, kind, rng))
+            example = make_example(tokenizer, problem, kind, rng)
+            examples.append(with_habits(tokenizer, problem, example, habits, empty_think, bare_attempts))
     examples += [drill_example(tokenizer, problems, rng) for _ in range(round(drills_per_problem * len(problems)))]
     rng.shuffle(examples)
     return examples
@@ -309,9 +348,10 @@ class _PromptRenderer:
         return render_qwen3_chat(messages, add_generation_prompt, enable_thinking)
 
 
-def tokenizer_corpus(problems, seed: int = 0) -> list[str]:
+def tokenizer_corpus(problems, seed: int = 0, drills_per_problem: float = DRILLS_PER_PROBLEM) -> list[str]:
     """The texts the tokenizer learns from: the training chats, rendered without a tokenizer."""
-    return [example.text for example in build_corpus(_PromptRenderer(), problems, seed)]
+    return [example.text for example in
+            build_corpus(_PromptRenderer(), problems, seed, drills_per_problem=drills_per_problem)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,6 +381,10 @@ class Recipe:
     warmup_steps: int = 50
     weight_decay: float = 0.1
     kinds_per_problem: int = 2
+    drills_per_problem: float = DRILLS_PER_PROBLEM
+    empty_think: float = EMPTY_THINK_FRACTION
+    bare_attempts: float = BARE_ATTEMPT_FRACTION
+    habits_from_step: int = 0  # the step from which the habits above apply (0: the whole run)
     train_problems: int | None = None  # None: the whole train split
     val_examples: int = 256
     eval_every: int = 100
@@ -474,20 +518,45 @@ class RunFolder:
         self.model = self.root / "model"
 
 
-def prepare_tokenizer(run: RunFolder, problems, seed: int, resume: bool) -> Tokenizer:
+def prepare_tokenizer(run: RunFolder, problems, seed: int, resume: bool,
+                      drills_per_problem: float = DRILLS_PER_PROBLEM) -> Tokenizer:
     """Train the tokenizer once per run; a resumed run reads the one it saved."""
     if resume and run.tokenizer.is_dir():
         return load_tokenizer(run.tokenizer)
-    tokenizer = train_tokenizer(tokenizer_corpus(problems, seed))
+    tokenizer = train_tokenizer(tokenizer_corpus(problems, seed, drills_per_problem))
     tokenizer.save(run.tokenizer)
     return tokenizer
 
 
+def has_habits(recipe: Recipe) -> bool:
+    return bool(recipe.empty_think or recipe.bare_attempts)
+
+
 def prepare_data(tokenizer: Tokenizer, recipe: Recipe, seed: int, train_problems, val_problems):
-    """Encoded training chats and a fixed set of held-out chats for the validation loss."""
-    train = build_corpus(tokenizer, train_problems, seed, recipe.kinds_per_problem)
+    """Encoded training chats and a fixed set of held-out chats for the validation loss.
+
+    The training chats carry the habits when they apply from the first step; with a later
+    ``habits_from_step`` they are the plain chats, and ``late_data`` gives the ones with habits.
+    """
+    habits = has_habits(recipe) and recipe.habits_from_step == 0
+    train = build_corpus(tokenizer, train_problems, seed, recipe.kinds_per_problem,
+                         drills_per_problem=recipe.drills_per_problem,
+                         empty_think=recipe.empty_think if habits else 0.0,
+                         bare_attempts=recipe.bare_attempts if habits else 0.0)
     val = build_corpus(tokenizer, val_problems[:recipe.val_examples], seed, kinds_per_problem=1, drills_per_problem=0)
     return encode_examples(tokenizer, train), encode_examples(tokenizer, val)
+
+
+def late_data(tokenizer: Tokenizer, recipe: Recipe, seed: int, train_problems) -> list[Encoded] | None:
+    """The training chats with habits, for the steps from ``habits_from_step`` on (None when the
+    run never switches). Chat i is chat i of ``prepare_data``'s with its reply maybe replaced, so
+    the batch order stays the same across the switch."""
+    if not has_habits(recipe) or recipe.habits_from_step == 0:
+        return None
+    train = build_corpus(tokenizer, train_problems, seed, recipe.kinds_per_problem,
+                         drills_per_problem=recipe.drills_per_problem, empty_think=recipe.empty_think,
+                         bare_attempts=recipe.bare_attempts)
+    return encode_examples(tokenizer, train)
 
 
 def save_state(path: Path, model: Qwen3Model, optimizer, progress: Progress, recipe: Recipe, seed: int) -> None:
@@ -574,8 +643,9 @@ def train(out, minutes: float | None = None, seed: int = 0, resume: bool = False
         raise FileExistsError(f"{run.state} exists: pass --resume to continue, or choose another --out")
     run.root.mkdir(parents=True, exist_ok=True)
     train_problems = split_problems("train")[:recipe.train_problems]
-    tokenizer = prepare_tokenizer(run, train_problems, seed, resume)
+    tokenizer = prepare_tokenizer(run, train_problems, seed, resume, recipe.drills_per_problem)
     encoded, val_encoded = prepare_data(tokenizer, recipe, seed, train_problems, split_problems("validation"))
+    late = late_data(tokenizer, recipe, seed, train_problems)
     torch.manual_seed(seed)
     model = Qwen3Model(model_config(recipe, tokenizer)).init_weights(seed=seed)
     optimizer = make_optimizer(model, recipe)
@@ -584,9 +654,9 @@ def train(out, minutes: float | None = None, seed: int = 0, resume: bool = False
         progress = load_state(run.state, model, optimizer, recipe, seed)
         truncate_log(run.log, progress.step)
     _training_loop(run, model, optimizer, tokenizer, encoded, val_encoded, progress, recipe, seed, minutes,
-                   progress_bar, pause_after)
+                   progress_bar, pause_after, late)
     plot_log(run.log, run.plot)
-    inputs, replies = tokens_trained(encoded, recipe, seed, progress.step)
+    inputs, replies = tokens_trained(encoded, recipe, seed, progress.step, late)
     facts = CardFacts(progress.step, progress.elapsed, progress.epoch + 1, seed, len(encoded),
                       sum(len(e.ids) for e in encoded), model.num_parameters(), inputs, replies,
                       torch.get_num_threads())
@@ -596,7 +666,8 @@ def train(out, minutes: float | None = None, seed: int = 0, resume: bool = False
 
 
 def _training_loop(run, model, optimizer, tokenizer, encoded, val_encoded, progress: Progress, recipe: Recipe,
-                   seed: int, minutes: float, progress_bar: bool, pause_after: int | None) -> None:
+                   seed: int, minutes: float, progress_bar: bool, pause_after: int | None,
+                   late: list[Encoded] | None = None) -> None:
     """Steps until the schedule ends, the time budget is spent or the session pauses.
 
     A checkpoint is written every ``checkpoint_minutes`` and at the end; after an interruption,
@@ -605,7 +676,7 @@ def _training_loop(run, model, optimizer, tokenizer, encoded, val_encoded, progr
     budget = math.inf if minutes is None else minutes * 60
     session_start = last_save = time.perf_counter()
     elapsed_before, first_step = progress.elapsed, progress.step
-    data = _BatchStream(encoded, recipe.batch_size, seed, tokenizer.pad_token_id)
+    data = _BatchStream(encoded, recipe.batch_size, seed, tokenizer.pad_token_id, late, recipe.habits_from_step)
     bar = tqdm(total=progress.total_steps, initial=progress.step, desc="train-tiny", unit="step",
                disable=not progress_bar)
     model.train()
@@ -640,19 +711,30 @@ def _training_loop(run, model, optimizer, tokenizer, encoded, val_encoded, progr
 
 
 class _BatchStream:
-    """Batches in the order of ``batch_order``, from the epoch and position stored in ``Progress``."""
+    """Batches in the order of ``batch_order``, from the epoch and position stored in ``Progress``.
 
-    def __init__(self, encoded: list[Encoded], batch_size: int, seed: int, pad_id: int):
+    From step ``late_from`` on, a batch takes the same chats from ``late`` (the corpus with habits)."""
+
+    def __init__(self, encoded: list[Encoded], batch_size: int, seed: int, pad_id: int,
+                 late: list[Encoded] | None = None, late_from: int = 0):
         self.encoded, self.batch_size, self.seed, self.pad_id = encoded, batch_size, seed, pad_id
+        self.late, self.late_from = late, late_from
         self.lengths = [len(e.ids) for e in encoded]
         self.epoch, self.batches = None, []
 
-    def next(self, progress: Progress) -> tuple[torch.Tensor, torch.Tensor]:
+    def source(self, step: int) -> list[Encoded]:
+        return self.late if self.late is not None and step >= self.late_from else self.encoded
+
+    def next_batch(self, progress: Progress) -> list[int]:
         if progress.position >= len(self._epoch(progress.epoch)):
             progress.epoch, progress.position = progress.epoch + 1, 0
         batch = self._epoch(progress.epoch)[progress.position]
         progress.position += 1
-        return collate(self.encoded, batch, self.pad_id)
+        return batch
+
+    def next(self, progress: Progress) -> tuple[torch.Tensor, torch.Tensor]:
+        source = self.source(progress.step)
+        return collate(source, self.next_batch(progress), self.pad_id)
 
     def _epoch(self, epoch: int) -> list[list[int]]:
         if epoch != self.epoch:
@@ -748,23 +830,23 @@ def reproduce_command(seed: int, steps: int, recipe: Recipe, out: str = "runs/ti
         parts.append(f"--seed {seed}")
     default = Recipe()
     for flag, field in (("--train-problems", "train_problems"), ("--hidden-size", "hidden_size"),
-                        ("--layers", "num_layers"), ("--intermediate-size", "intermediate_size")):
+                        ("--layers", "num_layers"), ("--intermediate-size", "intermediate_size"),
+                        ("--drills-per-problem", "drills_per_problem"), ("--empty-think", "empty_think"),
+                        ("--bare-attempts", "bare_attempts"), ("--habits-from-step", "habits_from_step")):
         if getattr(recipe, field) != getattr(default, field):
             parts.append(f"{flag} {getattr(recipe, field)}")
     return " ".join(parts)
 
 
-def tokens_trained(encoded: list[Encoded], recipe: Recipe, seed: int, steps: int) -> tuple[int, int]:
+def tokens_trained(encoded: list[Encoded], recipe: Recipe, seed: int, steps: int,
+                   late: list[Encoded] | None = None) -> tuple[int, int]:
     """(input tokens, reply tokens) of the first ``steps`` batches, replaying the batch order."""
-    data = _BatchStream(encoded, recipe.batch_size, seed, pad_id=0)
+    data = _BatchStream(encoded, recipe.batch_size, seed, 0, late, recipe.habits_from_step)
     progress, inputs, replies = Progress(), 0, 0
-    for _ in range(steps):
-        if progress.position >= len(data._epoch(progress.epoch)):
-            progress.epoch, progress.position = progress.epoch + 1, 0
-        batch = data._epoch(progress.epoch)[progress.position]
-        progress.position += 1
-        inputs += sum(len(encoded[i].ids) for i in batch)
-        replies += sum(len(encoded[i].ids) - encoded[i].reply_start for i in batch)
+    for step in range(steps):
+        source, batch = data.source(step), data.next_batch(progress)
+        inputs += sum(len(source[i].ids) for i in batch)
+        replies += sum(len(source[i].ids) - source[i].reply_start for i in batch)
     return inputs, replies
 
 
@@ -816,8 +898,14 @@ def model_card(recipe: Recipe, facts: CardFacts, report: dict | None = None) -> 
         f"{'bf16 autocast' if recipe.bf16 else 'fp32'}; loss on assistant tokens only.",
         f"- Chats per problem: {recipe.kinds_per_problem}, of the kinds "
         + ", ".join(f"{kind} {share:.0%}" for kind, share in CORPUS_MIX.items())
-        + f"; plus {DRILLS_PER_PROBLEM:g} drill chat per problem ({DRILL_EQUATIONS} bare equations each, "
-          "taken from the steps of training problems).",
+        + f"; plus {recipe.drills_per_problem:g} drill chat per problem ({DRILL_EQUATIONS} bare equations each, "
+          "taken from the steps of training problems)."
+        + (f" {recipe.empty_think:.0%} of the thinking replies leave the think block empty and state the answer at once."
+           if recipe.empty_think else "")
+        + (f" {recipe.bare_attempts:.0%} of the reviews are of a bare answer: the review works the problem out, "
+           "then says whether the answer was right." if recipe.bare_attempts else "")
+        + (f" These habits enter the corpus at step {recipe.habits_from_step}; the steps before it train on the "
+           "same chats without them." if has_habits(recipe) and recipe.habits_from_step else ""),
         "", "![loss](loss.png)", "",
     ]
     if report:
@@ -895,6 +983,14 @@ def register_cli(subparsers) -> None:
     parser.add_argument("--hidden-size", type=int, default=Recipe.hidden_size)
     parser.add_argument("--layers", type=int, default=Recipe.num_layers)
     parser.add_argument("--intermediate-size", type=int, default=Recipe.intermediate_size)
+    parser.add_argument("--drills-per-problem", type=float, default=Recipe.drills_per_problem,
+                        help="drill chats (bare equations) added to the corpus per training problem")
+    parser.add_argument("--empty-think", type=float, default=Recipe.empty_think,
+                        help="fraction of thinking-mode replies whose think block is left empty")
+    parser.add_argument("--bare-attempts", type=float, default=Recipe.bare_attempts,
+                        help="fraction of review examples that review a bare answer given without work")
+    parser.add_argument("--habits-from-step", type=int, default=Recipe.habits_from_step,
+                        help="the step from which --empty-think and --bare-attempts apply (default 0: all steps)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_run_train_cli)
 
@@ -911,7 +1007,9 @@ def _run_train_cli(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = Recipe(hidden_size=args.hidden_size, num_layers=args.layers, intermediate_size=args.intermediate_size,
-                    train_problems=args.train_problems)
+                    train_problems=args.train_problems, drills_per_problem=args.drills_per_problem,
+                    empty_think=args.empty_think, bare_attempts=args.bare_attempts,
+                    habits_from_step=args.habits_from_step)
     folder = train(args.out, args.minutes, args.seed, args.resume, args.steps, recipe, not args.no_progress)
     print(f"model written to {folder}")
     return 0

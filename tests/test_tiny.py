@@ -84,6 +84,14 @@ def test_corpus_mix_and_determinism(tokenizer, problems):
     assert kinds["cot"] > kinds["direct"]
 
 
+def test_the_recipe_sets_the_share_of_drills(tokenizer, problems):
+    recipe = tiny.Recipe(drills_per_problem=1.5)
+    train, _ = tiny.prepare_data(tokenizer, recipe, 0, problems[:40], synthetic.split_problems("validation")[:4])
+    assert len(train) == 2 * 40 + 60  # two chats per problem plus 1.5 drill chats per problem
+    texts = tiny.tokenizer_corpus(problems[:40], drills_per_problem=1.5)
+    assert sum(tiny.DRILL_INSTRUCTION in text for text in texts) == 60
+
+
 def test_drills_are_true_equations_from_the_problems(tokenizer, problems):
     """Each drill line is a step of some training problem, with its correct result."""
     equations = {step.equation() for p in problems for step in p.steps}
@@ -241,3 +249,89 @@ def test_minutes_caps_a_fixed_step_run(tmp_path):
     assert 1 <= len(log) < 50
     card = (tmp_path / "d" / "model" / "README.md").read_text()
     assert "parameters" in card and "tokens/s" in card
+
+
+def test_empty_think_replies_answer_at_once(tokenizer, problems):
+    """A share of thinking replies closes the think block at once and still ends in the right answer."""
+    def empty(corpus):
+        return [e for e in corpus if e.kind == "thinking" and e.reply.startswith("<think>\n\n</think>\n\n")]
+
+    assert not empty(tiny.build_corpus(tokenizer, problems, seed=0))
+    corpus = tiny.build_corpus(tokenizer, problems, seed=0, empty_think=0.6)
+    thinking = [e for e in corpus if e.kind == "thinking"]
+    share = len(empty(corpus)) / len(thinking)
+    assert 0.4 < share < 0.8, share  # 0.6 of about 80 thinking chats
+    for example in empty(corpus):
+        assert example.prompt.endswith("<|im_start|>assistant\n")  # thinking mode: the model opens the block
+        assert re.fullmatch(r"<think>\n\n</think>\n\nThe answer is \\boxed\{\d+\}\.<\|im_end\|>", example.reply)
+    for example in empty(corpus)[:20]:
+        problem = next(p for p in problems if p.question in example.prompt)
+        assert grade(example.reply, str(problem.answer))
+
+
+def test_bare_attempt_reviews_work_the_problem_out_then_judge(tokenizer, problems):
+    corpus = tiny.build_corpus(tokenizer, problems, seed=0, bare_attempts=0.5)
+    reviews = [e for e in corpus if e.kind == "revise"]
+    bare = [e for e in reviews if "\nCheck the attempt" in e.prompt and not e.reply.startswith("Check:")]
+    assert 0.3 < len(bare) / len(reviews) < 0.7
+    verdicts = {"right": 0, "wrong": 0}
+    for example in bare:
+        problem = next(p for p in problems if p.question in example.prompt)
+        shown = int(re.search(r"an attempt:\n\\boxed\{(\d+)\}\n", example.prompt).group(1))
+        lines = example.reply.removesuffix(tiny.END_OF_TURN).split("\n")
+        assert lines[:-1] == problem.solution_lines()  # the work comes before the verdict
+        assert grade(example.reply, str(problem.answer))
+        right = shown == problem.answer
+        verdicts["right" if right else "wrong"] += 1
+        assert lines[-1].startswith("The attempt is correct." if right else f"The attempt says {shown}, which is wrong.")
+    assert min(verdicts.values()) > 0, verdicts
+    assert not any(not e.reply.startswith("Check:") for e in tiny.build_corpus(tokenizer, problems, seed=0)
+                   if e.kind == "revise")
+
+
+def test_the_reproduce_command_names_the_corpus_flags():
+    recipe = tiny.Recipe(empty_think=0.6, bare_attempts=0.3, drills_per_problem=1.0)
+    command = tiny.reproduce_command(0, tiny.DEFAULT_STEPS, recipe)
+    assert command.endswith("--drills-per-problem 1.0 --empty-think 0.6 --bare-attempts 0.3")
+    assert tiny.reproduce_command(0, tiny.DEFAULT_STEPS, tiny.Recipe()) == "python -m companion train-tiny --out runs/tiny"
+
+
+def test_the_card_describes_the_corpus_flags():
+    facts = tiny.CardFacts(steps=10, elapsed=60.0, epochs_begun=1, seed=0, examples=100, tokens=1000, parameters=5)
+    plain = tiny.model_card(tiny.Recipe(), facts)
+    assert "think block empty" not in plain and "bare answer" not in plain
+    card = tiny.model_card(tiny.Recipe(empty_think=0.6, bare_attempts=0.3, drills_per_problem=1.5), facts)
+    assert "plus 1.5 drill chat per problem" in card
+    assert "60% of the thinking replies leave the think block empty" in card
+    assert "30% of the reviews are of a bare answer" in card
+    assert "--empty-think 0.6 --bare-attempts 0.3" in card
+
+
+def test_habits_replace_replies_and_keep_the_chat_order(tokenizer, problems):
+    """The corpus with habits is the plain corpus, chat for chat, with some replies replaced."""
+    plain = tiny.build_corpus(tokenizer, problems, seed=2)
+    habits = tiny.build_corpus(tokenizer, problems, seed=2, empty_think=0.6, bare_attempts=0.3)
+    assert len(plain) == len(habits)
+    assert [e.kind for e in plain] == [e.kind for e in habits]
+    changed = [(a, b) for a, b in zip(plain, habits) if a != b]
+    assert changed and all(a.kind in ("thinking", "revise") for a, _ in changed)
+    assert all(a.prompt == b.prompt for a, b in changed if a.kind == "thinking")
+
+
+def _weights(folder):
+    return load_file(folder / "model.safetensors")
+
+
+def test_habits_from_a_step_leave_the_earlier_steps_as_a_plain_run(tmp_path):
+    late = tiny.Recipe(**{**MICRO.__dict__, "empty_think": 0.6, "bare_attempts": 0.5, "habits_from_step": 3})
+    early = tiny.Recipe(**{**late.__dict__, "habits_from_step": 0})
+    runs = {}
+    for name, recipe in (("plain", MICRO), ("late", late), ("early", early)):
+        runs[name, 3] = _weights(tiny.train(tmp_path / name, steps=8, recipe=recipe, progress_bar=False, pause_after=3))
+        runs[name, 8] = _weights(tiny.train(tmp_path / name, steps=8, recipe=recipe, progress_bar=False, resume=True))
+    same = lambda a, b: all(torch.equal(runs[a][k], runs[b][k]) for k in runs[a])  # noqa: E731
+    assert same(("plain", 3), ("late", 3))  # before the switch: the plain run, bit for bit
+    assert not same(("plain", 8), ("late", 8))  # after it: other chats
+    assert not same(("plain", 3), ("early", 3))  # habits from step 0 change the first steps too
+    card = (tmp_path / "late" / "model" / "README.md").read_text()
+    assert "These habits enter the corpus at step 3" in card
