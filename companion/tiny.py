@@ -532,19 +532,22 @@ def has_habits(recipe: Recipe) -> bool:
     return bool(recipe.empty_think or recipe.bare_attempts)
 
 
+def training_chats(tokenizer: Tokenizer, recipe: Recipe, seed: int, train_problems, habits: bool) -> list[Encoded]:
+    """The encoded training corpus, with the recipe's habits or without them."""
+    return encode_examples(tokenizer, build_corpus(
+        tokenizer, train_problems, seed, recipe.kinds_per_problem, drills_per_problem=recipe.drills_per_problem,
+        empty_think=recipe.empty_think if habits else 0.0, bare_attempts=recipe.bare_attempts if habits else 0.0))
+
+
 def prepare_data(tokenizer: Tokenizer, recipe: Recipe, seed: int, train_problems, val_problems):
     """Encoded training chats and a fixed set of held-out chats for the validation loss.
 
     The training chats carry the habits when they apply from the first step; with a later
     ``habits_from_step`` they are the plain chats, and ``late_data`` gives the ones with habits.
     """
-    habits = has_habits(recipe) and recipe.habits_from_step == 0
-    train = build_corpus(tokenizer, train_problems, seed, recipe.kinds_per_problem,
-                         drills_per_problem=recipe.drills_per_problem,
-                         empty_think=recipe.empty_think if habits else 0.0,
-                         bare_attempts=recipe.bare_attempts if habits else 0.0)
+    train = training_chats(tokenizer, recipe, seed, train_problems, habits=recipe.habits_from_step == 0)
     val = build_corpus(tokenizer, val_problems[:recipe.val_examples], seed, kinds_per_problem=1, drills_per_problem=0)
-    return encode_examples(tokenizer, train), encode_examples(tokenizer, val)
+    return train, encode_examples(tokenizer, val)
 
 
 def late_data(tokenizer: Tokenizer, recipe: Recipe, seed: int, train_problems) -> list[Encoded] | None:
@@ -553,10 +556,7 @@ def late_data(tokenizer: Tokenizer, recipe: Recipe, seed: int, train_problems) -
     the batch order stays the same across the switch."""
     if not has_habits(recipe) or recipe.habits_from_step == 0:
         return None
-    train = build_corpus(tokenizer, train_problems, seed, recipe.kinds_per_problem,
-                         drills_per_problem=recipe.drills_per_problem, empty_think=recipe.empty_think,
-                         bare_attempts=recipe.bare_attempts)
-    return encode_examples(tokenizer, train)
+    return training_chats(tokenizer, recipe, seed, train_problems, habits=True)
 
 
 def save_state(path: Path, model: Qwen3Model, optimizer, progress: Progress, recipe: Recipe, seed: int) -> None:
