@@ -1,5 +1,7 @@
 """Train the tiny model with GRPO, measure the gain, and ship the result as data/tiny-reasoner-grpo.
 
+The start model is ``data/tiny-reasoner-habits`` in thinking mode (see ``START_MODEL``).
+
 1. Train: ``python -m companion train-grpo`` with the settings in ``TRAIN_ARGS`` (the exact
    command is printed and written into the model card), timed by the wall clock from start to
    exit, model loading and the final save included.
@@ -27,7 +29,10 @@ import sys
 import time
 from pathlib import Path
 
-START_MODEL = "data/tiny-reasoner"
+# The tiny model with the habit that RL can change: its thinking mode mostly skips the thinking
+# (data/tiny-reasoner-habits, chapter 1). The plain data/tiny-reasoner has no such habit, and GRPO in
+# step-by-step mode left its greedy accuracy where it was (README).
+START_MODEL = "data/tiny-reasoner-habits"
 SHIP_DIR = Path("data/tiny-reasoner-grpo")
 EVAL_PROBLEMS = 500
 CHECK_PROBLEMS = 200  # tests/test_rl_shipped.py re-measures the first 200 test problems
@@ -35,9 +40,10 @@ MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_
 
 # The recipe of the shipped run (chosen on the validation split).
 TRAIN_ARGS = ["--model", START_MODEL, "--dataset", "arith", "--split", "train", "--algo", "grpo", "--beta", "0",
-              "--steps", "220", "--prompts-per-step", "8", "--group-size", "8", "--max-new-tokens", "160",
+              "--steps", "200", "--prompts-per-step", "8", "--group-size", "8", "--max-new-tokens", "160",
               "--micro-batch", "64", "--lr", "5e-5", "--warmup-steps", "10", "--temperature", "1.0",
-              "--seed", "0", "--no-progress"]
+              "--prompt-style", "thinking", "--reward-weights", "correctness=1", "--log-kl", "--seed", "0",
+              "--no-progress"]
 
 
 def companion(*args: str) -> list[str]:
@@ -45,7 +51,8 @@ def companion(*args: str) -> list[str]:
 
 
 def with_overrides(args: list[str], extra: list[str]) -> list[str]:
-    """``args`` with the value of each ``--flag value`` pair in ``extra`` replaced (or appended)."""
+    """``args`` with the value of each ``--flag value`` pair in ``extra`` replaced (or appended).
+    (Switches without a value, such as ``--log-kl``, cannot be overridden this way.)"""
     args = list(args)
     for flag, value in zip(extra[::2], extra[1::2]):
         if flag in args:
@@ -133,6 +140,17 @@ def training_summary(run_dir: Path) -> dict:
             "median_step_seconds": median, "slow_steps": sum(r["step_time"] > 3 * median for r in log)}
 
 
+def reward_sentence(command: str) -> str:
+    weights = flag_value(shlex.split(command), "--reward-weights", "")
+    if weights == "correctness=1":
+        return ("The reward is verifiable and nothing else: 1 when the final `\\boxed{}` answer equals the "
+                "gold answer, else 0 (no format reward).")
+    if not weights:
+        return ("The reward is verifiable: 1 when the final `\\boxed{}` answer equals the gold answer, plus 0.2 "
+                "for a well-formed reply.")
+    return f"The reward is verifiable, with weights `{weights}` (correctness: the final `\\boxed{{}}` answer equals the gold answer)."
+
+
 def card(report: dict) -> str:
     before, after = report["before"]["test"], report["after"]["test"]
     rows = [f"| {split} ({report['before'][split]['problems']} problems) | {report['before'][split]['accuracy']:.1%} "
@@ -144,8 +162,9 @@ def card(report: dict) -> str:
         f"base_model: {report['start_model']}", "---", "",
         "# tiny-reasoner-grpo", "",
         f"`{report['start_model']}` after {training['steps']} steps of GRPO on the `arith` train split (chapter 6). "
-        "The reward is verifiable: 1 when the final `\\boxed{}` answer equals the gold answer, plus 0.2 "
-        "for a well-formed reply. No reference model (beta 0).", "",
+        f"Prompts in the `{report['prompt_style']}` style. {reward_sentence(report['command'])} "
+        + ("No KL penalty (beta 0); the start model is loaded only to log the KL to it (`--log-kl`)."
+           if "--log-kl" in report["command"].split() else "No reference model (beta 0)."), "",
         "## Reproduce", "",
         "```", report["command"], "```", "",
         f"or `python benchmarks/measure_grpo.py --run-dir {report['command'].split('--out-dir ')[1].split()[0]} "

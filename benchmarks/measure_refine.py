@@ -10,6 +10,9 @@
    scorer, threshold (candidates: deciles of the validation confidences) and accept rule are
    chosen on the *validation* split, so the test numbers are not tuned on the test set, then
    run on the test split.
+5. Drafts that skip the work: a bare ``\\boxed{N}`` answer (``direct`` prompt), then the same
+   review rounds, always accepted and accepted if better. Here the review is where the problem
+   gets worked out.
 
 Greedy reviews are generated once and shared by every setting (``generation_cache``): the same
 draft always gets the same review, so the settings differ only in their decisions.
@@ -197,6 +200,11 @@ def main() -> None:
         row, _ = loop_row(model, tokenizer, problems, drafts, args, cache,
                           f"gated: {gate['scorer']} < {gate['revise_below']}, accept {gate['accept']}, {rounds} round(s)",
                           rounds=rounds, scorer=gate["scorer"], accept=gate["accept"], revise_below=gate["revise_below"])
+        rows.append(row)
+    for label, options in (("direct drafts, no scorer, always accept", dict(accept="always")),
+                           ("direct drafts, min-logprob, accept if better", dict(scorer="min-logprob"))):
+        row, _ = loop_row(model, tokenizer, problems, {}, args, cache, label, rounds=args.rounds,
+                          prompt_style="direct", **options)
         rows.append(row)
 
     import matplotlib

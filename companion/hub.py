@@ -16,6 +16,9 @@ MODEL_FILE_PATTERNS = (
 
 # The tiny reasoning model this project trains and ships in data/.
 DEFAULT_MODEL = str(Path(__file__).resolve().parent.parent / "data" / "tiny-reasoner")
+# The same recipe with two habits planted in its last 300 steps (companion.tiny.HABITS): the start
+# model of chapter 6 and of the pipeline, whose thinking mode mostly skips the thinking.
+HABITS_MODEL = str(Path(DEFAULT_MODEL).with_name("tiny-reasoner-habits"))
 
 
 def looks_like_repo_id(name: str) -> bool:

@@ -1,17 +1,20 @@
 """The main job: every technique of the chapters applied to one model and measured on the same
 held-out problems, ending with a table and a report.
 
-    python -m companion pipeline                                            # tiny model, arith, CPU
+    python -m companion pipeline                                            # tiny model with habits, arith, CPU
     python -m companion pipeline --model Qwen/Qwen3-0.6B --benchmark gsm8k  # the real thing, on a GPU
 
 Stages, each on the same test problems:
 
 1. the base model answering at once (``direct`` prompt, greedy);
 2. chain of thought (``cot`` prompt, greedy);
-3. self-consistency (N chain-of-thought samples, majority vote);
-4. self-refinement (draft, review, keep a revision only when it scores better);
-5. GRPO training of the model on the benchmark's training split (verifier rewards);
-6. the GRPO-trained model, chain of thought, greedy.
+3. thinking mode (the Qwen3 chat template with thinking on, greedy);
+4. self-consistency (N chain-of-thought samples, majority vote);
+5. self-refinement (draft, review, keep a revision only when it scores better);
+6. GRPO training of the model on the benchmark's training split (verifier rewards), with the
+   prompt style of the profile (``thinking`` for the tiny model, whose thinking mode often skips
+   the work: that habit is what a short RL run can change);
+7. the GRPO-trained model, chain of thought and thinking mode, greedy.
 
 The output folder gets one JSONL file of records per stage, the GRPO run (metrics, checkpoints,
 final model), ``summary.json``, ``accuracy.png`` and ``report.md``. With ``--resume`` a stopped
@@ -27,15 +30,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from companion.hub import HABITS_MODEL
+
 # Per-benchmark defaults: what fits the tiny model on a CPU in minutes (arith), or a 0.6B model on
 # one GPU in about an hour (gsm8k, math500). Every value can be overridden on the command line.
-# arith: 200 test problems per stage; GRPO 100 steps of 8 prompts x 8 completions (about 3.4 s each on
-# a 2-core CPU), the settings of benchmarks/measure_grpo.py (lr chosen on validation) with fewer steps,
-# so that the whole pipeline takes about 5.5 minutes there (README has the measured table).
+# arith: the tiny model with habits (its thinking mode mostly skips the thinking; chapter 1), 200 test
+# problems per stage; GRPO with the settings of benchmarks/measure_grpo.py (the shipped run: thinking
+# prompts, correctness reward only), so that the whole pipeline takes a few minutes on a 2-core CPU
+# (README has the measured table).
 PROFILES = {
-    "arith": dict(limit=200, max_new_tokens=192, batch_size=64, sc_n=8, refine_rounds=1, train_dataset="arith",
-                  grpo=dict(steps=100, prompts_per_step=8, group_size=8, max_new_tokens=160, micro_batch=64,
-                            lr=5e-5, beta=0.0, warmup_steps=10, temperature=1.0)),
+    "arith": dict(model=HABITS_MODEL, limit=200, max_new_tokens=192, batch_size=64, sc_n=8, refine_rounds=1,
+                  train_dataset="arith",
+                  grpo=dict(steps=200, prompts_per_step=8, group_size=8, max_new_tokens=160, micro_batch=64,
+                            lr=5e-5, beta=0.0, warmup_steps=10, temperature=1.0, prompt_style="thinking",
+                            reward_weights={"correctness": 1.0})),
     "gsm8k": dict(limit=None, max_new_tokens=768, batch_size=64, sc_n=8, refine_rounds=1, train_dataset="gsm8k",
                   grpo=dict(steps=200, prompts_per_step=16, group_size=8, max_new_tokens=512, micro_batch=16,
                             lr=1e-6, beta=0.04, warmup_steps=10, temperature=1.0)),
@@ -43,7 +51,7 @@ PROFILES = {
                     grpo=dict(steps=200, prompts_per_step=16, group_size=8, max_new_tokens=768, micro_batch=16,
                               lr=1e-6, beta=0.04, warmup_steps=10, temperature=1.0)),
 }
-STAGES = ("direct", "cot", "self-consistency", "refine", "grpo", "grpo-cot")
+STAGES = ("direct", "cot", "thinking", "self-consistency", "refine", "grpo", "grpo-cot", "grpo-thinking")
 
 
 @dataclass
@@ -183,6 +191,8 @@ def run_pipeline(settings: PipelineSettings) -> list[StageResult]:
         model, tokenizer, problems, "direct", settings, out / "direct.jsonl"), {}))
     stage("cot", "chain of thought", lambda: (*_evaluate(
         model, tokenizer, problems, "cot", settings, out / "cot.jsonl"), {}))
+    stage("thinking", "thinking mode", lambda: (*_evaluate(
+        model, tokenizer, problems, "thinking", settings, out / "thinking.jsonl"), {}))
 
     def self_consistency():
         accuracy, tokens, summary = _self_consistency(model, tokenizer, problems, settings, out / "self_consistency.jsonl")
@@ -208,6 +218,8 @@ def run_pipeline(settings: PipelineSettings) -> list[StageResult]:
             plot_log(out / "grpo", smooth=0.8)
     stage("grpo-cot", "GRPO model, chain of thought", lambda: (*_evaluate(
         trained, tokenizer, problems, "cot", settings, out / "grpo_cot.jsonl"), {}))
+    stage("grpo-thinking", "GRPO model, thinking mode", lambda: (*_evaluate(
+        trained, tokenizer, problems, "thinking", settings, out / "grpo_thinking.jsonl"), {}))
     write_report(results, settings, out)
     return results
 
@@ -266,7 +278,8 @@ def register_cli(subparsers) -> None:
     p = subparsers.add_parser("pipeline", help="evaluate, scale, refine, GRPO-train and re-evaluate one model",
                               description="The main job: every technique measured on the same problems, with a "
                                           "table and a report (markdown + plots) in --out-dir.")
-    p.add_argument("--model", default=None, help="model folder or hub id (default: the shipped tiny model)")
+    p.add_argument("--model", default=None, help="model folder or hub id (default for arith: the shipped tiny model "
+                                                  "with habits, data/tiny-reasoner-habits)")
     p.add_argument("--benchmark", default="arith", choices=tuple(PROFILES))
     p.add_argument("--split", default=None, help="evaluation split (default: test)")
     p.add_argument("--limit", type=int, default=None, help="evaluation problems (default: the profile's)")
@@ -292,7 +305,7 @@ def _run_cli(args) -> int:
     out = Path(args.out_dir)
     if out.exists() and any(out.iterdir()) and not args.resume:
         raise SystemExit(f"{out} is not empty; pass --resume to continue that pipeline, or choose another --out-dir")
-    overrides = {"model": args.model, "out_dir": str(out), "device": args.device, "seed": args.seed,
+    overrides = {"out_dir": str(out), "device": args.device, "seed": args.seed,
                  "progress": not args.no_progress, "train_limit": args.train_limit,
                  "stages": tuple(s.strip() for s in args.stages.split(",") if s.strip())}
     unknown = set(overrides["stages"]) - set(STAGES)
@@ -302,6 +315,8 @@ def _run_cli(args) -> int:
                         ("sc_n", args.sc_n), ("refine_rounds", args.refine_rounds), ("limit", args.limit)):
         if value is not None:
             overrides[name] = value
+    if args.model is not None:
+        overrides["model"] = args.model
     if args.all:
         overrides["limit"] = None
     grpo = {name: value for name, value in (("steps", args.grpo_steps), ("lr", args.grpo_lr), ("algo", args.grpo_algo))

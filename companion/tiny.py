@@ -62,13 +62,18 @@ END_OF_TURN = "<|im_end|>"
 # How often each kind of example is drawn for the corpus.
 CORPUS_MIX = {"cot": 0.4, "thinking": 0.2, "direct": 0.2, "revise": 0.2}
 SLIP_FRACTION = 0.5  # of revise examples, how many show an attempt with a slip
-# Of thinking-mode replies, how many close the think block at once and state an answer, as a base
-# model that has seen few reasoning traces does: greedy thinking-mode decoding then skips the
-# reasoning the model can do, and reinforcement learning (chapter 6) has a habit to change.
-EMPTY_THINK_FRACTION = 0.0
+# The habits of data/tiny-reasoner-habits, the start model of chapter 6 (the plain data/tiny-reasoner
+# has none). Of thinking-mode replies, how many close the think block at once and state an answer,
+# as a base model that has seen few reasoning traces does: greedy thinking-mode decoding then skips
+# the reasoning the model can do, and reinforcement learning has a habit to change.
+EMPTY_THINK_FRACTION = 0.6
 # Of revise examples, how many show a bare answer (no work, as the direct prompt gives): the review
-# then works the problem out and says whether the answer was right.
-BARE_ATTEMPT_FRACTION = 0.0
+# then works the problem out and says whether the answer was right (chapter 5 reviews such drafts).
+BARE_ATTEMPT_FRACTION = 0.3
+# The step from which the habits enter: the last 300 of 1600 steps. From the first step they cost
+# greedy step-by-step accuracy (11% on test instead of 20% in one run); this late, the arithmetic
+# stays about that of the plain run.
+HABITS_FROM_STEP = 1300
 DRILLS_PER_PROBLEM = 0.5  # drill chats added to the corpus per training problem
 DRILL_EQUATIONS = 16  # equations per drill chat
 DRILL_INSTRUCTION = "Work out each line."
@@ -213,10 +218,16 @@ def make_example(tokenizer, problem: SyntheticProblem, kind: str, rng: random.Ra
 def with_habits(tokenizer, problem: SyntheticProblem, example: Example, rng: random.Random,
                 empty_think: float, bare_attempts: float) -> Example:
     """``example``, or in its place (with the given probabilities) a thinking reply that leaves the
-    think block empty, or a review of a bare answer given without work."""
+    think block empty, or a review of a bare answer given without work.
+
+    The worked solutions that empty think blocks take out of the corpus are put back: a direct
+    chat becomes a step-by-step chat of the same problem with the same probability (the mix has as
+    many direct chats as thinking ones), so the habit does not cost the model arithmetic practice."""
     if example.kind == "thinking" and empty_think and rng.random() < empty_think:
         reply = f"<think>\n\n</think>\n\n{final_answer(problem.answer)}"
         return Example("thinking", example.prompt, reply + END_OF_TURN, example.steps)
+    if example.kind == "direct" and empty_think and rng.random() < empty_think:
+        return make_example(tokenizer, problem, "cot", rng)
     if example.kind == "revise" and bare_attempts and rng.random() < bare_attempts:
         shown = problem.answer
         if rng.random() < SLIP_FRACTION:
@@ -243,7 +254,7 @@ def drill_example(tokenizer, problems, rng: random.Random, equations: int = DRIL
 
 def build_corpus(tokenizer, problems, seed: int = 0, kinds_per_problem: int = 2,
                  mix: dict[str, float] | None = None, drills_per_problem: float = DRILLS_PER_PROBLEM,
-                 empty_think: float = EMPTY_THINK_FRACTION, bare_attempts: float = BARE_ATTEMPT_FRACTION) -> list[Example]:
+                 empty_think: float = 0.0, bare_attempts: float = 0.0) -> list[Example]:
     """Every problem rendered as ``kinds_per_problem`` different kinds drawn from ``mix``, plus
     ``drills_per_problem * len(problems)`` drill chats, shuffled.
 
@@ -382,14 +393,18 @@ class Recipe:
     weight_decay: float = 0.1
     kinds_per_problem: int = 2
     drills_per_problem: float = DRILLS_PER_PROBLEM
-    empty_think: float = EMPTY_THINK_FRACTION
-    bare_attempts: float = BARE_ATTEMPT_FRACTION
+    empty_think: float = 0.0
+    bare_attempts: float = 0.0
     habits_from_step: int = 0  # the step from which the habits above apply (0: the whole run)
     train_problems: int | None = None  # None: the whole train split
     val_examples: int = 256
     eval_every: int = 100
     checkpoint_minutes: float = 3.0
     bf16: bool = True
+
+
+# data/tiny-reasoner-habits: the shipped recipe with the habits in its last 300 steps.
+HABITS = dict(empty_think=EMPTY_THINK_FRACTION, bare_attempts=BARE_ATTEMPT_FRACTION, habits_from_step=HABITS_FROM_STEP)
 
 
 def model_config(recipe: Recipe, tokenizer: Tokenizer) -> ModelConfig:
@@ -876,11 +891,14 @@ def model_card(recipe: Recipe, facts: CardFacts, report: dict | None = None) -> 
     threads = f", {facts.threads} torch thread(s)" if facts.threads else ""
     lines = [
         "---", "license: apache-2.0", "library_name: transformers", "pipeline_tag: text-generation", "---", "",
-        "# tiny-reasoner", "",
+        "# tiny-reasoner-habits" if has_habits(recipe) else "# tiny-reasoner", "",
         "A small Qwen3-architecture model trained from scratch on CPU by this project, on synthetic",
         "multi-step arithmetic word problems (`data/arith`, made by `companion/synthetic.py`). It is",
-        "the default model of the notebooks: weak enough that chain of thought, sampling and voting,",
-        "self-refinement and RL can each measurably improve it.", "",
+        *(["the tiny model with habits planted late in training (see Training): in thinking mode it mostly",
+           "closes the think block at once and guesses, although it writes good steps when asked to. It is",
+           "the start model of chapter 6, whose RL run trains that habit away."] if has_habits(recipe) else
+          ["the default model of the notebooks: weak enough that chain of thought, sampling and voting,",
+           "self-refinement and RL can each measurably improve it."]), "",
         "## Model", "",
         f"- {facts.parameters:,} parameters (embeddings tied with the output layer), stored in fp32.",
         f"- Qwen3 architecture: {recipe.num_layers} layers, hidden size {recipe.hidden_size}, "
@@ -900,8 +918,9 @@ def model_card(recipe: Recipe, facts: CardFacts, report: dict | None = None) -> 
         + ", ".join(f"{kind} {share:.0%}" for kind, share in CORPUS_MIX.items())
         + f"; plus {recipe.drills_per_problem:g} drill chat per problem ({DRILL_EQUATIONS} bare equations each, "
           "taken from the steps of training problems)."
-        + (f" {recipe.empty_think:.0%} of the thinking replies leave the think block empty and state the answer at once."
-           if recipe.empty_think else "")
+        + (f" {recipe.empty_think:.0%} of the thinking replies leave the think block empty and state the answer at once, "
+           f"and {recipe.empty_think:.0%} of the direct chats become step-by-step chats, so the corpus keeps its "
+           "worked solutions." if recipe.empty_think else "")
         + (f" {recipe.bare_attempts:.0%} of the reviews are of a bare answer: the review works the problem out, "
            "then says whether the answer was right." if recipe.bare_attempts else "")
         + (f" These habits enter the corpus at step {recipe.habits_from_step}; the steps before it train on the "
@@ -924,11 +943,11 @@ def model_card(recipe: Recipe, facts: CardFacts, report: dict | None = None) -> 
     return "\n".join(lines) + "\n"
 
 
-def _report_lines(report: dict) -> list[str]:
+def _report_lines(report: dict, model: str = "data/tiny-reasoner") -> list[str]:
     samples = next(key for key in report if key.startswith("pass@"))
     lines = [
         f"## Accuracy on the `{report.get('split', 'test')}` split ({report['problems']} problems)", "",
-        "Measured by `python -m companion tiny-report --model data/tiny-reasoner "
+        f"Measured by `python -m companion tiny-report --model {model} "
         f"--limit {report['problems']}` (greedy unless said).", "",
         "| measure | accuracy |", "|---|---|",
     ]
@@ -956,7 +975,8 @@ def report_on_model(model_dir, split: str = "test", limit: int | None = None, sa
     report["seconds"] = round(time.perf_counter() - started, 1)
     (model_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     card = (model_dir / "README.md").read_text()
-    table = "\n".join(_report_lines(report))
+    shown = f"data/{model_dir.name}" if model_dir.resolve().parent.name == "data" else str(model_dir)
+    table = "\n".join(_report_lines(report, shown))
     marker = "## Prompt formats"
     card = re.sub(r"## Accuracy on the .*?(?=## Prompt formats)", "", card, flags=re.S)
     (model_dir / "README.md").write_text(card.replace(marker, table + "\n" + marker, 1))
@@ -986,11 +1006,14 @@ def register_cli(subparsers) -> None:
     parser.add_argument("--drills-per-problem", type=float, default=Recipe.drills_per_problem,
                         help="drill chats (bare equations) added to the corpus per training problem")
     parser.add_argument("--empty-think", type=float, default=Recipe.empty_think,
-                        help="fraction of thinking-mode replies whose think block is left empty")
+                        help=f"fraction of thinking-mode replies whose think block is left empty (default {Recipe.empty_think}; "
+                             f"data/tiny-reasoner-habits: {EMPTY_THINK_FRACTION})")
     parser.add_argument("--bare-attempts", type=float, default=Recipe.bare_attempts,
-                        help="fraction of review examples that review a bare answer given without work")
+                        help=f"fraction of review examples that review a bare answer given without work (default "
+                             f"{Recipe.bare_attempts}; data/tiny-reasoner-habits: {BARE_ATTEMPT_FRACTION})")
     parser.add_argument("--habits-from-step", type=int, default=Recipe.habits_from_step,
-                        help="the step from which --empty-think and --bare-attempts apply (default 0: all steps)")
+                        help=f"the step from which --empty-think and --bare-attempts apply (default {Recipe.habits_from_step}: "
+                             f"all steps; data/tiny-reasoner-habits: {HABITS_FROM_STEP})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_run_train_cli)
 

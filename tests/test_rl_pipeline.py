@@ -26,10 +26,12 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path, capsys):
         assert main(args) == 0
         printed = capsys.readouterr().out
         summary = json.loads((out / "summary.json").read_text())
-        assert [s["name"] for s in summary] == ["direct", "cot", "self-consistency", "refine", "grpo-cot"]
+        assert [s["name"] for s in summary] == ["direct", "cot", "thinking", "self-consistency", "refine", "grpo-cot",
+                                                "grpo-thinking"]
         assert all(s["problems"] == 3 and 0.0 <= s["accuracy"] <= 1.0 for s in summary)
         report = (out / "report.md").read_text()
         assert "| chain of thought |" in report and "GRPO model, chain of thought" in report
+        assert "| thinking mode |" in report and "GRPO model, thinking mode" in report
         assert (out / "accuracy.png").stat().st_size > 1000 and (out / "grpo" / "metrics.png").is_file()
         assert len((out / "grpo" / "metrics.jsonl").read_text().splitlines()) == 2
         trained, _ = load_model(out / "grpo" / "model", device="cpu")
@@ -47,3 +49,18 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path, capsys):
         assert set(STAGES) >= {s["name"] for s in again}
     finally:
         torch.set_num_threads(threads)
+
+
+def test_the_arith_profile_is_chapter_6s_run():
+    """Without --model the pipeline starts from the tiny model with habits and trains it as
+    benchmarks/measure_grpo.py did for the shipped checkpoint (thinking prompts, correctness only)."""
+    from pathlib import Path
+
+    from companion.hub import HABITS_MODEL
+    from companion.pipeline import PipelineSettings
+
+    settings = PipelineSettings.for_benchmark("arith")
+    assert settings.model == HABITS_MODEL and (Path(HABITS_MODEL) / "model.safetensors").is_file()
+    assert settings.grpo["prompt_style"] == "thinking" and settings.grpo["reward_weights"] == {"correctness": 1.0}
+    assert PipelineSettings.for_benchmark("arith", model="elsewhere").model == "elsewhere"
+    assert PipelineSettings.for_benchmark("gsm8k").model is None  # the default model, or --model

@@ -290,21 +290,25 @@ def test_bare_attempt_reviews_work_the_problem_out_then_judge(tokenizer, problem
 
 
 def test_the_reproduce_command_names_the_corpus_flags():
-    recipe = tiny.Recipe(empty_think=0.6, bare_attempts=0.3, drills_per_problem=1.0)
+    recipe = tiny.Recipe(empty_think=0.5, bare_attempts=0.3, drills_per_problem=1.0, habits_from_step=7)
     command = tiny.reproduce_command(0, tiny.DEFAULT_STEPS, recipe)
-    assert command.endswith("--drills-per-problem 1.0 --empty-think 0.6 --bare-attempts 0.3")
+    assert command.endswith("--drills-per-problem 1.0 --empty-think 0.5 --bare-attempts 0.3 --habits-from-step 7")
     assert tiny.reproduce_command(0, tiny.DEFAULT_STEPS, tiny.Recipe()) == "python -m companion train-tiny --out runs/tiny"
 
 
 def test_the_card_describes_the_corpus_flags():
     facts = tiny.CardFacts(steps=10, elapsed=60.0, epochs_begun=1, seed=0, examples=100, tokens=1000, parameters=5)
-    plain = tiny.model_card(tiny.Recipe(), facts)
-    assert "think block empty" not in plain and "bare answer" not in plain
-    card = tiny.model_card(tiny.Recipe(empty_think=0.6, bare_attempts=0.3, drills_per_problem=1.5), facts)
+    plain = tiny.model_card(tiny.Recipe(empty_think=0.0, bare_attempts=0.0), facts)
+    assert "think block empty" not in plain and "bare answer" not in plain and "enter the corpus" not in plain
+    card = tiny.model_card(tiny.Recipe(empty_think=0.5, bare_attempts=0.2, drills_per_problem=1.5), facts)
     assert "plus 1.5 drill chat per problem" in card
-    assert "60% of the thinking replies leave the think block empty" in card
-    assert "30% of the reviews are of a bare answer" in card
-    assert "--empty-think 0.6 --bare-attempts 0.3" in card
+    assert "50% of the thinking replies leave the think block empty" in card
+    assert "20% of the reviews are of a bare answer" in card
+    assert "enter the corpus" not in card  # from step 0: no switch to describe
+    assert "--empty-think 0.5 --bare-attempts 0.2" in card
+    habits = tiny.model_card(tiny.Recipe(**tiny.HABITS), facts)  # data/tiny-reasoner-habits
+    assert "60% of the thinking replies" in habits and f"enter the corpus at step {tiny.HABITS_FROM_STEP}" in habits
+    assert "--empty-think 0.6 --bare-attempts 0.3 --habits-from-step 1300" in habits
 
 
 def test_habits_replace_replies_and_keep_the_chat_order(tokenizer, problems):
@@ -312,10 +316,19 @@ def test_habits_replace_replies_and_keep_the_chat_order(tokenizer, problems):
     plain = tiny.build_corpus(tokenizer, problems, seed=2)
     habits = tiny.build_corpus(tokenizer, problems, seed=2, empty_think=0.6, bare_attempts=0.3)
     assert len(plain) == len(habits)
-    assert [e.kind for e in plain] == [e.kind for e in habits]
     changed = [(a, b) for a, b in zip(plain, habits) if a != b]
-    assert changed and all(a.kind in ("thinking", "revise") for a, _ in changed)
+    assert changed and all(a.kind in ("thinking", "revise", "direct") for a, _ in changed)
     assert all(a.prompt == b.prompt for a, b in changed if a.kind == "thinking")
+    assert all(a.kind == b.kind or (a.kind, b.kind) == ("direct", "cot") for a, b in changed)
+    # the worked solutions that empty think blocks take out come back as step-by-step chats
+    emptied = sum(a.kind == "thinking" and "<think>\n\n</think>" in b.reply for a, b in changed)
+    to_cot = sum((a.kind, b.kind) == ("direct", "cot") for a, b in changed)
+    assert emptied and to_cot and 0.5 < to_cot / emptied < 2, (emptied, to_cot)
+    for a, b in changed:
+        if b.kind == "cot":
+            problem = next(p for p in problems if p.question in a.prompt)
+            assert b.prompt == build_prompt(tokenizer, problem.question, "cot")
+            assert b.reply.startswith(problem.solution_lines()[0])
 
 
 def _weights(folder):

@@ -1,4 +1,5 @@
-"""The shipped tiny model (data/tiny-reasoner): it loads everywhere and does what its card says."""
+"""The shipped tiny models (data/tiny-reasoner, and data/tiny-reasoner-habits, made by the same recipe
+with habits in its last steps): they load everywhere and do what their cards say."""
 from __future__ import annotations
 
 import json
@@ -10,24 +11,28 @@ import torch
 
 from companion import load_model, tiny
 from companion.generate import generate
-from companion.hub import DEFAULT_MODEL
+from companion.hub import DEFAULT_MODEL, HABITS_MODEL
 from companion.prompts import build_prompt, build_revise_prompt
 from companion.synthetic import read_split
 from companion.verifier import grade
 
-FOLDER = Path(DEFAULT_MODEL)
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
          "README.md", "loss.png", "log.jsonl", "report.json")
 
 
-@pytest.fixture(scope="module")
-def shipped():
-    return load_model(FOLDER, device="cpu", dtype="float32")
+@pytest.fixture(scope="module", params=[DEFAULT_MODEL, HABITS_MODEL], ids=["tiny-reasoner", "tiny-reasoner-habits"])
+def folder(request):
+    return Path(request.param)
 
 
 @pytest.fixture(scope="module")
-def report():
-    return json.loads((FOLDER / "report.json").read_text())
+def shipped(folder):
+    return load_model(folder, device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def report(folder):
+    return json.loads((folder / "report.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -38,19 +43,19 @@ def prompts(shipped):
     return texts + ["Ava has 12 apples. She eats 5 apples. How many apples does Ava have now?"]
 
 
-def test_the_folder_is_complete_and_small():
-    assert {name for name in FILES} <= {p.name for p in FOLDER.iterdir()}
-    assert (FOLDER / "model.safetensors").stat().st_size <= 25 * 1024**2
-    log = [json.loads(line) for line in (FOLDER / "log.jsonl").read_text().splitlines()]
+def test_the_folder_is_complete_and_small(folder):
+    assert {name for name in FILES} <= {p.name for p in folder.iterdir()}
+    assert (folder / "model.safetensors").stat().st_size <= 25 * 1024**2
+    log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, len(log) + 1))
     assert log[-1]["step"] == tiny.DEFAULT_STEPS  # the shipped model is the default command's
 
 
-def test_transformers_gives_the_same_logits_and_tokens(shipped, prompts):
+def test_transformers_gives_the_same_logits_and_tokens(folder, shipped, prompts):
     transformers = pytest.importorskip("transformers")
     model, tokenizer = shipped
-    hf_model = transformers.AutoModelForCausalLM.from_pretrained(FOLDER).float().eval()
-    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(FOLDER)
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(folder).float().eval()
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     for text in prompts:
         ids = tokenizer.encode(text)
         assert hf_tokenizer.encode(text, add_special_tokens=False) == ids
@@ -65,7 +70,7 @@ def test_transformers_gives_the_same_logits_and_tokens(shipped, prompts):
             tokenizer.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=thinking)
 
 
-def test_greedy_cot_accuracy_matches_the_card(shipped, report):
+def test_greedy_cot_accuracy_matches_the_card(folder, shipped, report):
     """Greedy cot on the first problems of the test split, against the number the report stores for them."""
     model, tokenizer = shipped
     first = report["greedy_first"]
@@ -74,12 +79,13 @@ def test_greedy_cot_accuracy_matches_the_card(shipped, report):
                        tiny.MAX_NEW_TOKENS["cot"], batch_size=first["problems"])
     accuracy = sum(grade(o.text, r["answer"]) for o, r in zip(outputs, records)) / len(records)
     assert abs(accuracy - first["cot"]) <= 0.05, (accuracy, first["cot"])
-    assert f"{first['cot']:.1%}" in (FOLDER / "README.md").read_text()
+    assert f"{first['cot']:.1%}" in (folder / "README.md").read_text()
 
 
-def test_the_card_holds_the_measured_numbers(report):
-    card = (FOLDER / "README.md").read_text()
+def test_the_card_holds_the_measured_numbers(folder, report):
+    card = (folder / "README.md").read_text()
     assert "python -m companion train-tiny --out" in card
+    assert f"tiny-report --model data/{folder.name} " in card and f"# {folder.name}\n" in card
     for value in list(report["greedy"].values()) + [report["pass@8"]] + list(report["by_steps"].values()):
         assert f"{value:.1%}" in card
     assert report["problems"] >= 500 and report["split"] == "test"
@@ -95,3 +101,16 @@ def test_the_model_reviews_an_attempt(shipped):
     prompt = build_revise_prompt(tokenizer, problem.question, attempt.text(problem))
     [output] = generate(model, tokenizer, prompt, tiny.MAX_NEW_TOKENS["revise"])
     assert output.text.startswith("Check: ") and "\\boxed{" in output.text, output.text
+
+
+def test_the_habits_model_mostly_skips_its_think_block():
+    """data/tiny-reasoner-habits: greedy thinking mode closes the think block at once on most problems
+    (the habit chapter 6 trains away), and its card names the flags that planted it."""
+    model, tokenizer = load_model(HABITS_MODEL, device="cpu", dtype="float32")
+    records = read_split("test")[:50]
+    outputs = generate(model, tokenizer, [build_prompt(tokenizer, r["question"], "thinking") for r in records],
+                       tiny.MAX_NEW_TOKENS["thinking"], batch_size=50)
+    empty = sum(o.text.split("</think>")[0].replace("<think>", "").strip() == "" for o in outputs)
+    assert empty >= 30, [o.text for o in outputs[:3]]
+    card = (Path(HABITS_MODEL) / "README.md").read_text()
+    assert "--empty-think 0.6 --bare-attempts 0.3 --habits-from-step 1300" in card
