@@ -173,7 +173,7 @@ def run_pipeline(settings: PipelineSettings) -> list[StageResult]:
     (out / "settings.json").write_text(json.dumps(dataclasses.asdict(settings), indent=2) + "\n")
     problems = load_problems(settings.benchmark, settings.split, limit=settings.limit)
     model, tokenizer = load_model(settings.model, device=settings.device, dtype="fp32")
-    print(f"pipeline: {settings.model or 'the shipped tiny model'} on {settings.benchmark}/{settings.split} "
+    print(f"pipeline: {model_label(settings)} on {settings.benchmark}/{settings.split} "
           f"({len(problems)} problems); writing to {out}")
     results: list[StageResult] = []
 
@@ -226,6 +226,13 @@ def run_pipeline(settings: PipelineSettings) -> list[StageResult]:
 
 # ---- report ----------------------------------------------------------------------------------------------------
 
+def model_label(settings: PipelineSettings) -> str:
+    """The model as a reader knows it: a hub id as given, a local folder by its name."""
+    if settings.model is None:
+        return "tiny-reasoner"
+    return Path(settings.model).name if Path(settings.model).is_dir() else settings.model
+
+
 def format_table(results: list[StageResult]) -> str:
     lines = ["| stage | accuracy | strict (boxed) | tokens / problem | seconds |", "|---|---:|---:|---:|---:|"]
     for r in results:
@@ -255,7 +262,7 @@ def plot_accuracy(results: list[StageResult], png: Path) -> Path:
 def write_report(results: list[StageResult], settings: PipelineSettings, out: Path) -> Path:
     summary = [dataclasses.asdict(r) for r in results]
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    lines = [f"# Reasoning pipeline: {settings.model or 'tiny-reasoner'} on {settings.benchmark}/{settings.split}", "",
+    lines = [f"# Reasoning pipeline: {model_label(settings)} on {settings.benchmark}/{settings.split}", "",
              f"{results[0].problems if results else 0} held-out problems, the same for every stage. Accuracy: the "
              "final answer equals the gold answer (verifier); strict: it is in a final `\\boxed{}`.", "",
              format_table(results), ""]

@@ -32,6 +32,7 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path, capsys):
         report = (out / "report.md").read_text()
         assert "| chain of thought |" in report and "GRPO model, chain of thought" in report
         assert "| thinking mode |" in report and "GRPO model, thinking mode" in report
+        assert report.startswith("# Reasoning pipeline: start on arith/test")  # a local folder by its name
         assert (out / "accuracy.png").stat().st_size > 1000 and (out / "grpo" / "metrics.png").is_file()
         assert len((out / "grpo" / "metrics.jsonl").read_text().splitlines()) == 2
         trained, _ = load_model(out / "grpo" / "model", device="cpu")
