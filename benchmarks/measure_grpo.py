@@ -141,14 +141,14 @@ def training_summary(run_dir: Path) -> dict:
 
 
 def reward_sentence(command: str) -> str:
-    weights = flag_value(shlex.split(command), "--reward-weights", "")
-    if weights == "correctness=1":
-        return ("The reward is verifiable and nothing else: 1 when the final `\\boxed{}` answer equals the "
-                "gold answer, else 0 (no format reward).")
-    if not weights:
-        return ("The reward is verifiable: 1 when the final `\\boxed{}` answer equals the gold answer, plus 0.2 "
-                "for a well-formed reply.")
-    return f"The reward is verifiable, with weights `{weights}` (correctness: the final `\\boxed{{}}` answer equals the gold answer)."
+    from companion.rl import GRPOConfig
+    from companion.rl.cli import parse_weights
+
+    given = flag_value(shlex.split(command), "--reward-weights", "")
+    weights = parse_weights(given) if given else GRPOConfig().reward_weights
+    others = [f"{weight:g} x {name}" for name, weight in weights.items() if name != "correctness"]
+    return ("The reward is verifiable: 1 when the final `\\boxed{}` answer equals the gold answer, else 0"
+            + (f", plus {' and '.join(others)}." if others else " (no format reward)."))
 
 
 def card(report: dict) -> str:

@@ -464,13 +464,18 @@ def _reasoning_and_answer(message: Mapping[str, Any]) -> tuple[str, str]:
     The reasoning is ``reasoning_content`` when given; otherwise whatever stands between <think>
     and the first </think> in the content, with the answer being what follows the last </think>.
     """
-    content = message["content"]
     if "reasoning_content" in message:
-        return message["reasoning_content"], content
-    if "</think>" not in content:
-        return "", content
-    reasoning = content.split("</think>")[0].rstrip("\n").split("<think>")[-1].lstrip("\n")
-    answer = content.split("</think>")[-1].lstrip("\n")
+        return message["reasoning_content"], message["content"]
+    return split_reasoning(message["content"])
+
+
+def split_reasoning(text: str) -> tuple[str, str]:
+    """(reasoning, answer) of an assistant reply: what stands between <think> and the first
+    </think>, and what follows the last </think>; ("", text) when no think block was closed."""
+    if "</think>" not in text:
+        return "", text
+    reasoning = text.split("</think>")[0].rstrip("\n").split("<think>")[-1].lstrip("\n")
+    answer = text.split("</think>")[-1].lstrip("\n")
     return reasoning, answer
 
 

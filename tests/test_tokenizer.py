@@ -382,3 +382,13 @@ def test_bad_messages_are_explained(ours, tmp_path):
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": "c"}))
     with pytest.raises(ValueError, match="has no chat_template"):
         load_tokenizer(tmp_path).apply_chat_template([Q1])
+
+
+def test_split_reasoning_separates_the_think_block_from_the_answer():
+    from companion.tokenizer import split_reasoning
+
+    assert split_reasoning("<think>\n1 + 2 = 3.\n</think>\n\nThe answer is \\boxed{3}.") == \
+        ("1 + 2 = 3.", "The answer is \\boxed{3}.")
+    assert split_reasoning("<think>\n\n</think>\n\n\\boxed{3}") == ("", "\\boxed{3}")
+    assert split_reasoning("<think>\nstill thinking") == ("", "<think>\nstill thinking")  # never closed
+    assert split_reasoning("\\boxed{3}") == ("", "\\boxed{3}")
