@@ -63,6 +63,7 @@ def vote_analysis(greedy_records, pools, n: int) -> dict:
     different solution texts the right and the wrong answers are reached (answers that got at
     least two votes; 1.0 means every vote came through its own text, 1/votes a single text)."""
     outcomes = {"both right": 0, "greedy only": 0, "vote only": 0, "both wrong": 0}
+    never_sampled = 0  # both wrong, and no sample right: no way of choosing among the samples wins these
     groups = []
     for record, pool in zip(greedy_records, pools):
         answers = scaling.answer_paths(pool[:n])  # best first: answers[0] is the vote's choice
@@ -70,20 +71,22 @@ def vote_analysis(greedy_records, pools, n: int) -> dict:
         key = ("both right" if vote_right else "greedy only") if record["correct"] else (
             "vote only" if vote_right else "both wrong")
         outcomes[key] += 1
+        never_sampled += key == "both wrong" and not any(s.correct for s in pool[:n])
         groups += [g for g in answers if g.samples >= 2]
     paths = {}
     for label, right in (("right", True), ("wrong", False)):
         chosen = [g for g in groups if bool(g.correct) == right]
         paths[label] = {"groups": len(chosen),
                         "texts_per_vote": mean(g.distinct_texts / g.samples for g in chosen) if chosen else None}
-    return {"n": n, "outcomes": outcomes, "paths": paths}
+    return {"n": n, "outcomes": outcomes, "never_sampled": never_sampled, "paths": paths}
 
 
 def vote_analysis_text(analysis: dict) -> str:
     o, p = analysis["outcomes"], analysis["paths"]
     return (f"Greedy step-by-step against the vote of {analysis['n']}, problem by problem: both right "
             f"{o['both right']}, greedy only {o['greedy only']}, vote only {o['vote only']}, both wrong "
-            f"{o['both wrong']}. Answers with at least two of the {analysis['n']} votes: the right ones came "
+            f"{o['both wrong']} (on {analysis['never_sampled']} of these, none of the {analysis['n']} samples is "
+            "right). Answers with at least two of the {analysis['n']} votes: the right ones came "
             f"through {p['right']['texts_per_vote']:.2f} different texts per vote ({p['right']['groups']} answers), "
             f"the wrong ones through {p['wrong']['texts_per_vote']:.2f} ({p['wrong']['groups']} answers).\n")
 

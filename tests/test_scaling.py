@@ -473,3 +473,17 @@ def test_answer_paths_count_the_different_texts_behind_each_answer():
     paths = scaling.answer_paths(samples)
     assert [(p.answer, p.correct, p.samples, p.distinct_texts) for p in paths] == [
         ("4", True, 3, 2), ("5", False, 3, 3)]  # "4" and "4.0" vote together; the tie goes to the higher log-prob
+
+
+def test_vote_analysis_counts_outcomes_and_problems_no_sample_gets_right():
+    measure = load_script("measure_scaling")
+
+    def pool(*answers):
+        return [Sample(f"x = {a}. \\boxed{{{a}}}", a, 5, -0.1, "stop", a == "4") for a in answers]
+
+    greedy = [{"correct": True}, {"correct": False}, {"correct": False}, {"correct": False}]
+    pools = [pool("4", "4", "5"), pool("4", "4", "6"), pool("5", "5", "4"), pool("5", "6", "7")]
+    analysis = measure.vote_analysis(greedy, pools, n=3)
+    assert analysis["outcomes"] == {"both right": 1, "greedy only": 0, "vote only": 1, "both wrong": 2}
+    assert analysis["never_sampled"] == 1  # the last problem: "4" is in none of its samples
+    assert "on 1 of these, none of the 3 samples is right" in measure.vote_analysis_text(analysis)
