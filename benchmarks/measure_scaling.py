@@ -86,7 +86,7 @@ def vote_analysis_text(analysis: dict) -> str:
     return (f"Greedy step-by-step against the vote of {analysis['n']}, problem by problem: both right "
             f"{o['both right']}, greedy only {o['greedy only']}, vote only {o['vote only']}, both wrong "
             f"{o['both wrong']} (on {analysis['never_sampled']} of these, none of the {analysis['n']} samples is "
-            "right). Answers with at least two of the {analysis['n']} votes: the right ones came "
+            f"right). Answers with at least two of the {analysis['n']} votes: the right ones came "
             f"through {p['right']['texts_per_vote']:.2f} different texts per vote ({p['right']['groups']} answers), "
             f"the wrong ones through {p['wrong']['texts_per_vote']:.2f} ({p['wrong']['groups']} answers).\n")
 

@@ -23,6 +23,7 @@ one by one), Qwen3's added tokens in Qwen3's order and the Qwen3 chat template.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -74,6 +75,13 @@ BARE_ATTEMPT_FRACTION = 0.3
 # greedy step-by-step accuracy (11% on test instead of 20% in one run); this late, the arithmetic
 # stays about that of the plain run.
 HABITS_FROM_STEP = 1300
+# Chapter 4's attempt at a model whose vote beats greedy decoding (tiny-reasoner-paths, not shipped:
+# it did not). A vote gains only where the right answer is reached along more paths than a wrong one,
+# so this recipe writes each solution line in more than one way: of the sums and products, how many
+# have their operands swapped, and of all lines, how many are worked out in two stages
+# (``worked_equation``). Each way uses other sums, so it makes other slips.
+WORKED_LINE_FRACTION = 0.5
+SWAPPED_OPERAND_FRACTION = 0.5
 DRILLS_PER_PROBLEM = 0.5  # drill chats added to the corpus per training problem
 DRILL_EQUATIONS = 16  # equations per drill chat
 DRILL_INSTRUCTION = "Work out each line."
@@ -84,24 +92,91 @@ def final_answer(answer: int) -> str:
     return f"The answer is \\boxed{{{answer}}}."
 
 
-def solution_text(problem: SyntheticProblem) -> str:
+def solution_text(problem: SyntheticProblem, lines: list[str] | None = None) -> str:
     """The visible chain of thought: one line per step, then the boxed answer."""
-    return "\n".join(problem.solution_lines() + [final_answer(problem.answer)])
+    return "\n".join((lines or problem.solution_lines()) + [final_answer(problem.answer)])
 
 
-def target(problem: SyntheticProblem, style: str) -> str:
+def worked_equation(step: Step) -> str | None:
+    """The step's equation worked out in two stages, or None where splitting it does not help.
+
+    ``+`` and ``-`` split off the tens of a two-digit number (``37 + 15 = 37 + 10 + 5 = 47 + 5 = 52``)
+    or, for a one-digit number that carries or borrows, go through the next ten
+    (``37 + 5 = 37 + 3 + 2 = 40 + 2 = 42``); ``×`` splits the larger factor into tens and ones
+    (``4 × 17 = 4 × 10 + 4 × 7 = 40 + 28 = 68``); ``÷`` splits the quotient the same way
+    (``96 ÷ 4 = 80 ÷ 4 + 16 ÷ 4 = 20 + 4 = 24``). Every stage is a true equation.
+    """
+    a, b, result, op = step.left.value, step.right.value, step.result, step.op
+    if op in "+-":
+        if b >= 10 and b % 10:
+            tens, ones = b - b % 10, b % 10
+            middle = a + tens if op == "+" else a - tens
+            return f"{a} {op} {b} = {a} {op} {tens} {op} {ones} = {middle} {op} {ones} = {result}"
+        last = a % 10
+        if op == "+" and b < 10 and last and last + b > 10:
+            head = 10 - last
+            return f"{a} + {b} = {a} + {head} + {b - head} = {a + head} + {b - head} = {result}"
+        if op == "-" and b < 10 and last and last < b and a > 10:
+            return f"{a} - {b} = {a} - {last} - {b - last} = {a - last} - {b - last} = {result}"
+        return None
+    if op == "×":
+        big, small = (a, b) if a >= b else (b, a)
+        if big < 10 or big % 10 == 0:
+            return None
+        tens, ones = big - big % 10, big % 10
+        if a >= b:
+            return f"{a} × {b} = {tens} × {b} + {ones} × {b} = {tens * b} + {ones * b} = {result}"
+        return f"{a} × {b} = {a} × {tens} + {a} × {ones} = {a * tens} + {a * ones} = {result}"
+    if result < 10 or result % 10 == 0:  # ÷
+        return None
+    tens = result - result % 10
+    return f"{a} ÷ {b} = {tens * b} ÷ {b} + {a - tens * b} ÷ {b} = {tens} + {result - tens} = {result}"
+
+
+def swapped(step: Step) -> Step:
+    """``b + a`` for ``a + b`` (and the same for ``×``): the same step, written the other way round."""
+    if step.op not in "+×":
+        raise ValueError(f"{step.op} does not commute")
+    return dataclasses.replace(step, left=step.right, right=step.left)
+
+
+@dataclass(frozen=True)
+class LineWays:
+    """How often a solution line is written another way: operands of a sum or product swapped
+    (``swapped``), worked out in two stages (``worked``). Both keep every line true."""
+
+    worked: float = 0.0
+    swapped: float = 0.0
+
+    def __bool__(self) -> bool:
+        return bool(self.worked or self.swapped)
+
+
+def solution_lines(problem: SyntheticProblem, rng: random.Random | None = None, ways: LineWays = LineWays()) -> list[str]:
+    """The solution lines, each written one of the ``ways`` with their probabilities, drawn from ``rng``."""
+    lines = []
+    for step in problem.steps:
+        if ways.swapped and step.op in "+×" and rng.random() < ways.swapped:
+            step = swapped(step)
+        equation = worked_equation(step) if ways.worked and rng.random() < ways.worked else None
+        lines.append(f"{step.clause}: {equation}." if equation else step.line())
+    return lines
+
+
+def target(problem: SyntheticProblem, style: str, lines: list[str] | None = None) -> str:
     """What the assistant writes after the prompt of ``style`` (without the end-of-turn token).
 
     For ``thinking`` this includes the ``<think>`` block, exactly as the Qwen3 template renders an
     assistant turn with reasoning; for ``direct`` and ``cot`` the prompt already ends with the
-    empty think block that ``enable_thinking=False`` adds.
+    empty think block that ``enable_thinking=False`` adds. ``lines`` replaces the solution lines
+    (``solution_lines`` with some worked out).
     """
     if style == "direct":
         return f"\\boxed{{{problem.answer}}}"
     if style == "cot":
-        return solution_text(problem)
+        return solution_text(problem, lines)
     if style == "thinking":
-        steps = "\n".join(problem.solution_lines())
+        steps = "\n".join(lines or problem.solution_lines())
         return f"<think>\n{steps}\n</think>\n\n{final_answer(problem.answer)}"
     raise ValueError(f"unknown style {style!r}")
 
@@ -200,8 +275,12 @@ class Example:
         return self.prompt + self.reply
 
 
-def make_example(tokenizer, problem: SyntheticProblem, kind: str, rng: random.Random) -> Example:
-    """Render ``problem`` as a chat of ``kind`` (a prompt style, or ``revise``)."""
+def make_example(tokenizer, problem: SyntheticProblem, kind: str, rng: random.Random,
+                 ways: LineWays = LineWays(), ways_rng: random.Random | None = None) -> Example:
+    """Render ``problem`` as a chat of ``kind`` (a prompt style, or ``revise``).
+
+    The solution lines of ``cot`` and ``thinking`` replies are written the ``ways`` given (drawn
+    from ``ways_rng``); reviews keep the plain lines."""
     if kind == "revise":
         attempt = None
         if rng.random() < SLIP_FRACTION:
@@ -211,7 +290,8 @@ def make_example(tokenizer, problem: SyntheticProblem, kind: str, rng: random.Ra
         reply = review_target(problem, attempt)
     else:
         prompt = build_prompt(tokenizer, problem.question, kind)
-        reply = target(problem, kind)
+        lines = solution_lines(problem, ways_rng, ways) if ways and kind in ("cot", "thinking") else None
+        reply = target(problem, kind, lines)
     return Example(kind, prompt, reply + END_OF_TURN, len(problem.steps))
 
 
@@ -238,13 +318,16 @@ def with_habits(tokenizer, problem: SyntheticProblem, example: Example, rng: ran
     return example
 
 
-def drill_example(tokenizer, problems, rng: random.Random, equations: int = DRILL_EQUATIONS) -> Example:
+def drill_example(tokenizer, problems, rng: random.Random, equations: int = DRILL_EQUATIONS,
+                  ways: LineWays = LineWays(), ways_rng: random.Random | None = None) -> Example:
     """A chat of bare equations drawn from the steps of ``problems``, answered one per line.
 
     Drawing the equations from real solutions gives them the operand sizes and the mix of
     operations that the stories need.
     """
     steps = [rng.choice(rng.choice(problems).steps) for _ in range(equations)]
+    if ways.swapped:  # sums and products both ways round, as the solutions write them
+        steps = [swapped(s) if s.op in "+×" and ways_rng.random() < ways.swapped else s for s in steps]
     question = "\n".join(f"{s.left.value} {s.op} {s.right.value}" for s in steps)
     messages = [{"role": "user", "content": f"{question}\n{DRILL_INSTRUCTION}"}]
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=False)
@@ -254,25 +337,28 @@ def drill_example(tokenizer, problems, rng: random.Random, equations: int = DRIL
 
 def build_corpus(tokenizer, problems, seed: int = 0, kinds_per_problem: int = 2,
                  mix: dict[str, float] | None = None, drills_per_problem: float = DRILLS_PER_PROBLEM,
-                 empty_think: float = 0.0, bare_attempts: float = 0.0) -> list[Example]:
+                 empty_think: float = 0.0, bare_attempts: float = 0.0, ways: LineWays = LineWays()) -> list[Example]:
     """Every problem rendered as ``kinds_per_problem`` different kinds drawn from ``mix``, plus
     ``drills_per_problem * len(problems)`` drill chats, shuffled.
 
     The habits (``empty_think``, ``bare_attempts``; see ``with_habits``) are drawn from a random
     stream of their own, so the corpus with them holds the same chats in the same order as the
     one without, apart from the replaced replies: a run can switch from one to the other mid-way.
+    How each solution line is written (``ways``) is drawn from a third stream.
     """
     mix = mix or CORPUS_MIX
     problems = list(problems)
     rng = random.Random(f"corpus-{seed}")
     habits = random.Random(f"habits-{seed}")
+    ways_rng = random.Random(f"ways-{seed}")
     examples = []
     for problem in problems:
         recompute(problem.steps)
         for kind in _draw_kinds(rng, mix, kinds_per_problem):
-            example = make_example(tokenizer, problem, kind, rng)
+            example = make_example(tokenizer, problem, kind, rng, ways, ways_rng)
             examples.append(with_habits(tokenizer, problem, example, habits, empty_think, bare_attempts))
-    examples += [drill_example(tokenizer, problems, rng) for _ in range(round(drills_per_problem * len(problems)))]
+    examples += [drill_example(tokenizer, problems, rng, ways=ways, ways_rng=ways_rng)
+                 for _ in range(round(drills_per_problem * len(problems)))]
     rng.shuffle(examples)
     return examples
 
@@ -359,10 +445,11 @@ class _PromptRenderer:
         return render_qwen3_chat(messages, add_generation_prompt, enable_thinking)
 
 
-def tokenizer_corpus(problems, seed: int = 0, drills_per_problem: float = DRILLS_PER_PROBLEM) -> list[str]:
+def tokenizer_corpus(problems, seed: int = 0, drills_per_problem: float = DRILLS_PER_PROBLEM,
+                     ways: LineWays = LineWays()) -> list[str]:
     """The texts the tokenizer learns from: the training chats, rendered without a tokenizer."""
-    return [example.text for example in
-            build_corpus(_PromptRenderer(), problems, seed, drills_per_problem=drills_per_problem)]
+    return [example.text for example in build_corpus(_PromptRenderer(), problems, seed,
+                                                     drills_per_problem=drills_per_problem, ways=ways)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,11 +483,17 @@ class Recipe:
     empty_think: float = 0.0
     bare_attempts: float = 0.0
     habits_from_step: int = 0  # the step from which the habits above apply (0: the whole run)
+    worked_lines: float = 0.0  # share of solution lines worked out in two stages (LineWays)
+    swapped_operands: float = 0.0  # share of sums and products written with their operands swapped
     train_problems: int | None = None  # None: the whole train split
     val_examples: int = 256
     eval_every: int = 100
     checkpoint_minutes: float = 3.0
     bf16: bool = True
+
+    @property
+    def line_ways(self) -> "LineWays":
+        return LineWays(worked=self.worked_lines, swapped=self.swapped_operands)
 
 
 # data/tiny-reasoner-habits: the shipped recipe with the habits in its last 300 steps.
@@ -534,11 +627,11 @@ class RunFolder:
 
 
 def prepare_tokenizer(run: RunFolder, problems, seed: int, resume: bool,
-                      drills_per_problem: float = DRILLS_PER_PROBLEM) -> Tokenizer:
+                      drills_per_problem: float = DRILLS_PER_PROBLEM, ways: LineWays = LineWays()) -> Tokenizer:
     """Train the tokenizer once per run; a resumed run reads the one it saved."""
     if resume and run.tokenizer.is_dir():
         return load_tokenizer(run.tokenizer)
-    tokenizer = train_tokenizer(tokenizer_corpus(problems, seed, drills_per_problem))
+    tokenizer = train_tokenizer(tokenizer_corpus(problems, seed, drills_per_problem, ways))
     tokenizer.save(run.tokenizer)
     return tokenizer
 
@@ -547,11 +640,19 @@ def has_habits(recipe: Recipe) -> bool:
     return bool(recipe.empty_think or recipe.bare_attempts)
 
 
+def model_name(recipe: Recipe) -> str:
+    """The name of the model a recipe makes, as its card gives it (the shipped ones are in ``data/``)."""
+    if has_habits(recipe):
+        return "tiny-reasoner-habits"
+    return "tiny-reasoner-paths" if recipe.line_ways else "tiny-reasoner"
+
+
 def training_chats(tokenizer: Tokenizer, recipe: Recipe, seed: int, train_problems, habits: bool) -> list[Encoded]:
     """The encoded training corpus, with the recipe's habits or without them."""
     return encode_examples(tokenizer, build_corpus(
         tokenizer, train_problems, seed, recipe.kinds_per_problem, drills_per_problem=recipe.drills_per_problem,
-        empty_think=recipe.empty_think if habits else 0.0, bare_attempts=recipe.bare_attempts if habits else 0.0))
+        empty_think=recipe.empty_think if habits else 0.0, bare_attempts=recipe.bare_attempts if habits else 0.0,
+        ways=recipe.line_ways))
 
 
 def prepare_data(tokenizer: Tokenizer, recipe: Recipe, seed: int, train_problems, val_problems):
@@ -561,7 +662,8 @@ def prepare_data(tokenizer: Tokenizer, recipe: Recipe, seed: int, train_problems
     ``habits_from_step`` they are the plain chats, and ``late_data`` gives the ones with habits.
     """
     train = training_chats(tokenizer, recipe, seed, train_problems, habits=recipe.habits_from_step == 0)
-    val = build_corpus(tokenizer, val_problems[:recipe.val_examples], seed, kinds_per_problem=1, drills_per_problem=0)
+    val = build_corpus(tokenizer, val_problems[:recipe.val_examples], seed, kinds_per_problem=1, drills_per_problem=0,
+                       ways=recipe.line_ways)
     return train, encode_examples(tokenizer, val)
 
 
@@ -658,7 +760,7 @@ def train(out, minutes: float | None = None, seed: int = 0, resume: bool = False
         raise FileExistsError(f"{run.state} exists: pass --resume to continue, or choose another --out")
     run.root.mkdir(parents=True, exist_ok=True)
     train_problems = split_problems("train")[:recipe.train_problems]
-    tokenizer = prepare_tokenizer(run, train_problems, seed, resume, recipe.drills_per_problem)
+    tokenizer = prepare_tokenizer(run, train_problems, seed, resume, recipe.drills_per_problem, recipe.line_ways)
     encoded, val_encoded = prepare_data(tokenizer, recipe, seed, train_problems, split_problems("validation"))
     late = late_data(tokenizer, recipe, seed, train_problems)
     torch.manual_seed(seed)
@@ -847,7 +949,8 @@ def reproduce_command(seed: int, steps: int, recipe: Recipe, out: str = "runs/ti
     for flag, field in (("--train-problems", "train_problems"), ("--hidden-size", "hidden_size"),
                         ("--layers", "num_layers"), ("--intermediate-size", "intermediate_size"),
                         ("--drills-per-problem", "drills_per_problem"), ("--empty-think", "empty_think"),
-                        ("--bare-attempts", "bare_attempts"), ("--habits-from-step", "habits_from_step")):
+                        ("--bare-attempts", "bare_attempts"), ("--habits-from-step", "habits_from_step"),
+                        ("--worked-lines", "worked_lines"), ("--swapped-operands", "swapped_operands")):
         if getattr(recipe, field) != getattr(default, field):
             parts.append(f"{flag} {getattr(recipe, field)}")
     return " ".join(parts)
@@ -891,12 +994,16 @@ def model_card(recipe: Recipe, facts: CardFacts, report: dict | None = None) -> 
     threads = f", {facts.threads} torch thread(s)" if facts.threads else ""
     lines = [
         "---", "license: apache-2.0", "library_name: transformers", "pipeline_tag: text-generation", "---", "",
-        "# tiny-reasoner-habits" if has_habits(recipe) else "# tiny-reasoner", "",
+        f"# {model_name(recipe)}", "",
         "A small Qwen3-architecture model trained from scratch on CPU by this project, on synthetic",
         "multi-step arithmetic word problems (`data/arith`, made by `companion/synthetic.py`). It is",
         *(["the tiny model with habits planted late in training (see Training): in thinking mode it mostly",
            "closes the think block at once and guesses, although it writes good steps when asked to. It is",
            "the start model of chapter 6, whose RL run trains that habit away."] if has_habits(recipe) else
+          ["the tiny model with solution lines written in more than one way (see Training): sums and products",
+           "with their operands either way round, lines worked out in two stages (`37 + 15 = 37 + 10 + 5 = 47 + 5",
+           "= 52`) or at once. Chapter 4 trained it to give a vote more than one path to each answer."]
+          if recipe.line_ways else
           ["the default model of the notebooks: weak enough that chain of thought, sampling and voting,",
            "self-refinement and RL can each measurably improve it."]), "",
         "## Model", "",
@@ -923,6 +1030,11 @@ def model_card(recipe: Recipe, facts: CardFacts, report: dict | None = None) -> 
            "worked solutions." if recipe.empty_think else "")
         + (f" {recipe.bare_attempts:.0%} of the reviews are of a bare answer: the review works the problem out, "
            "then says whether the answer was right." if recipe.bare_attempts else "")
+        + (f" In step-by-step and thinking replies, {recipe.swapped_operands:.0%} of the sums and products have their "
+           "operands swapped." if recipe.swapped_operands else "")
+        + (f" {recipe.worked_lines:.0%} of the solution lines of step-by-step and thinking replies are worked out in "
+           "two stages where a split helps (tens and ones, or through the next ten), the others at once."
+           if recipe.worked_lines else "")
         + (f" These habits enter the corpus at step {recipe.habits_from_step}; the steps before it train on the "
            "same chats without them." if has_habits(recipe) and recipe.habits_from_step else ""),
         "", "![loss](loss.png)", "",
@@ -1014,6 +1126,12 @@ def register_cli(subparsers) -> None:
     parser.add_argument("--habits-from-step", type=int, default=Recipe.habits_from_step,
                         help=f"the step from which --empty-think and --bare-attempts apply (default {Recipe.habits_from_step}: "
                              f"all steps; data/tiny-reasoner-habits: {HABITS_FROM_STEP})")
+    parser.add_argument("--worked-lines", type=float, default=Recipe.worked_lines,
+                        help=f"fraction of solution lines worked out in two stages, e.g. 37 + 15 = 37 + 10 + 5 = 47 + 5 = 52 "
+                             f"(default {Recipe.worked_lines}; chapter 4's tiny-reasoner-paths: {WORKED_LINE_FRACTION})")
+    parser.add_argument("--swapped-operands", type=float, default=Recipe.swapped_operands,
+                        help=f"fraction of sums and products written with their operands swapped, e.g. 15 + 37 for 37 + 15 "
+                             f"(default {Recipe.swapped_operands}; chapter 4's tiny-reasoner-paths: {SWAPPED_OPERAND_FRACTION})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_run_train_cli)
 
@@ -1032,7 +1150,8 @@ def _run_train_cli(args) -> int:
     recipe = Recipe(hidden_size=args.hidden_size, num_layers=args.layers, intermediate_size=args.intermediate_size,
                     train_problems=args.train_problems, drills_per_problem=args.drills_per_problem,
                     empty_think=args.empty_think, bare_attempts=args.bare_attempts,
-                    habits_from_step=args.habits_from_step)
+                    habits_from_step=args.habits_from_step, worked_lines=args.worked_lines,
+                    swapped_operands=args.swapped_operands)
     folder = train(args.out, args.minutes, args.seed, args.resume, args.steps, recipe, not args.no_progress)
     print(f"model written to {folder}")
     return 0

@@ -348,3 +348,109 @@ def test_habits_from_a_step_leave_the_earlier_steps_as_a_plain_run(tmp_path):
     assert not same(("plain", 3), ("early", 3))  # habits from step 0 change the first steps too
     card = (tmp_path / "late" / "model" / "README.md").read_text()
     assert "These habits enter the corpus at step 3" in card
+
+
+def _evaluate(expression: str) -> int:
+    """``40 × 3 + 6 × 3`` or ``37 - 3 - 2``: products and quotients first, then left to right."""
+    total, sign = 0, 1
+    for term in re.split(r" ([+-]) ", expression):
+        if term in "+-":
+            sign = 1 if term == "+" else -1
+            continue
+        value, *rest = term.split(" ")
+        value = int(value)
+        for op, number in zip(rest[::2], rest[1::2]):
+            value = value * int(number) if op == "×" else value // int(number)
+        total += sign * value
+    return total
+
+
+def test_worked_equations_are_chains_of_true_equations(problems):
+    worked = 0
+    for problem in problems:
+        for step in problem.steps:
+            equation = tiny.worked_equation(step)
+            if equation is None:
+                continue
+            worked += 1
+            stages = equation.split(" = ")
+            assert stages[0] == f"{step.left.value} {step.op} {step.right.value}" and stages[-1] == str(step.result)
+            assert len(stages) == 4, equation
+            assert all(_evaluate(stage) == step.result for stage in stages), equation
+    assert worked > 200
+
+
+@pytest.mark.parametrize("step, expected", [
+    ((37, "+", 15), "37 + 15 = 37 + 10 + 5 = 47 + 5 = 52"),
+    ((37, "+", 5), "37 + 5 = 37 + 3 + 2 = 40 + 2 = 42"),
+    ((37, "+", 2), None),  # no carry: nothing to split
+    ((52, "-", 7), "52 - 7 = 52 - 2 - 5 = 50 - 5 = 45"),
+    ((52, "-", 20), None),
+    ((4, "×", 17), "4 × 17 = 4 × 10 + 4 × 7 = 40 + 28 = 68"),
+    ((17, "×", 4), "17 × 4 = 10 × 4 + 7 × 4 = 40 + 28 = 68"),
+    ((96, "÷", 4), "96 ÷ 4 = 80 ÷ 4 + 16 ÷ 4 = 20 + 4 = 24"),
+    ((36, "÷", 4), None),  # a one-digit quotient
+])
+def test_worked_equation_forms(step, expected):
+    left, op, right = step
+    result = synthetic.OPERATIONS[op](left, right)
+    made = synthetic.Step(synthetic.Operand(left), op, synthetic.Operand(right), result, "x")
+    assert tiny.worked_equation(made) == expected
+
+
+def test_worked_lines_rewrite_only_solution_lines(tokenizer, problems):
+    """The corpus with worked lines is the plain corpus, chat for chat, with some cot and thinking
+    lines worked out in two stages; the answers and every other chat stay as they were."""
+    plain = tiny.build_corpus(tokenizer, problems, seed=3)
+    paths = tiny.build_corpus(tokenizer, problems, seed=3, ways=tiny.LineWays(worked=0.5))
+    assert [(a.kind, a.prompt) for a in plain] == [(b.kind, b.prompt) for b in paths]
+    changed = [(a, b) for a, b in zip(plain, paths) if a.reply != b.reply]
+    assert changed and {a.kind for a, _ in changed} == {"cot", "thinking"}
+    worked = 0
+    for a, b in changed:
+        assert a.reply.split("\n")[-1] == b.reply.split("\n")[-1]  # the same answer sentence
+        for short, long in zip(a.reply.split("\n"), b.reply.split("\n")):
+            if short != long:  # "clause: 37 + 15 = 52." became "clause: 37 + 15 = 37 + 10 + 5 = 47 + 5 = 52."
+                worked += 1
+                head, result = short.rsplit(" = ", 1)
+                assert long.startswith(head + " = ") and long.endswith(" = " + result) and long.count(" = ") == 3
+    workable = 0  # lines of cot and thinking replies that worked_equation can split
+    for example in paths:
+        if example.kind in ("cot", "thinking"):
+            problem = next(p for p in problems if p.question in example.prompt)
+            workable += sum(tiny.worked_equation(s) is not None for s in problem.steps)
+    assert 0.4 < worked / workable < 0.6, (worked, workable)
+
+
+def test_swapped_operands_turn_sums_and_products_round(tokenizer, problems):
+    plain = tiny.build_corpus(tokenizer, problems, seed=4)
+    paths = tiny.build_corpus(tokenizer, problems, seed=4, ways=tiny.LineWays(swapped=0.5))
+    assert [a.kind for a in plain] == [b.kind for b in paths]
+    assert all(a.prompt == b.prompt for a, b in zip(plain, paths) if a.kind != "drill")  # drills ask the turned ones
+    equation = re.compile(r"(\d+) ([-+×÷]) (\d+) = (\d+)")
+    turned = kept = 0
+    for a, b in zip(plain, paths):
+        if a.kind not in ("cot", "thinking", "drill"):
+            assert a == b
+            continue
+        for left, right in zip(equation.findall(a.reply), equation.findall(b.reply)):
+            if left == right:
+                kept += left[1] in "+×" and left[0] != left[2]
+                continue
+            assert left[1] in "+×" and (left[2], left[1], left[0], left[3]) == right
+            turned += 1
+    assert 0.4 < turned / (turned + kept) < 0.6, (turned, kept)
+    with pytest.raises(ValueError, match="does not commute"):
+        tiny.swapped(problems[0].steps[0].__class__(synthetic.Operand(5), "-", synthetic.Operand(2), 3, "x"))
+
+
+def test_the_paths_recipe_is_named_on_its_card_and_command():
+    facts = tiny.CardFacts(steps=10, elapsed=60.0, epochs_begun=1, seed=0, examples=100, tokens=1000, parameters=5)
+    recipe = tiny.Recipe(worked_lines=tiny.WORKED_LINE_FRACTION, swapped_operands=tiny.SWAPPED_OPERAND_FRACTION)
+    card = tiny.model_card(recipe, facts)
+    assert card.splitlines()[6] == "# tiny-reasoner-paths"
+    assert f"--worked-lines {tiny.WORKED_LINE_FRACTION} --swapped-operands {tiny.SWAPPED_OPERAND_FRACTION}" in card
+    assert "50% of the sums and products have their operands swapped" in card
+    assert "50% of the solution lines of step-by-step and thinking replies are worked out in two stages" in card
+    assert "two stages" not in tiny.model_card(tiny.Recipe(), facts)
+    assert tiny.model_card(tiny.Recipe(), facts).splitlines()[6] == "# tiny-reasoner"
