@@ -690,7 +690,9 @@ def save_state(path: Path, model: Qwen3Model, optimizer, progress: Progress, rec
 
 def load_state(path: Path, model: Qwen3Model, optimizer, recipe: Recipe, seed: int) -> Progress:
     state = torch.load(path, weights_only=False)
-    if state["recipe"] != asdict(recipe) or state["seed"] != seed:
+    # A field added to Recipe since the state was written is at its default in that run (it had no such knob).
+    saved = {**asdict(Recipe()), **state["recipe"]}
+    if saved != asdict(recipe) or state["seed"] != seed:
         raise ValueError(f"{path} was written by another recipe or seed; resume with the same settings")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])

@@ -228,6 +228,24 @@ def test_resume_refuses_another_recipe(tmp_path):
         tiny.train(tmp_path / "c", steps=4, recipe=other, progress_bar=False, resume=True)
 
 
+def test_a_state_from_before_a_recipe_field_existed_resumes(tmp_path):
+    tiny.train(tmp_path / "d", steps=4, recipe=MICRO, progress_bar=False, pause_after=2)
+    state_path = tmp_path / "d" / "state.pt"
+    state = torch.load(state_path, weights_only=False)
+    del state["recipe"]["worked_lines"], state["recipe"]["swapped_operands"]  # as written before those knobs
+    torch.save(state, state_path)
+    tiny.train(tmp_path / "d", steps=4, recipe=MICRO, progress_bar=False, resume=True)
+    assert (tmp_path / "d" / "model" / "model.safetensors").exists()
+    # the old run did not have the knob, so resuming it with the knob set is still refused
+    tiny.train(tmp_path / "e", steps=4, recipe=MICRO, progress_bar=False, pause_after=2)
+    state = torch.load(tmp_path / "e" / "state.pt", weights_only=False)
+    del state["recipe"]["worked_lines"]
+    torch.save(state, tmp_path / "e" / "state.pt")
+    with pytest.raises(ValueError, match="another recipe"):
+        tiny.train(tmp_path / "e", steps=4, recipe=tiny.Recipe(**{**MICRO.__dict__, "worked_lines": 0.5}),
+                   progress_bar=False, resume=True)
+
+
 def test_the_default_run_is_a_fixed_number_of_steps():
     """The shipped model's command has no time budget: same command, same amount of work, any machine."""
     import argparse
