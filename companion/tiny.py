@@ -92,9 +92,9 @@ def final_answer(answer: int) -> str:
     return f"The answer is \\boxed{{{answer}}}."
 
 
-def solution_text(problem: SyntheticProblem, lines: list[str] | None = None) -> str:
+def solution_text(problem: SyntheticProblem) -> str:
     """The visible chain of thought: one line per step, then the boxed answer."""
-    return "\n".join((lines or problem.solution_lines()) + [final_answer(problem.answer)])
+    return target(problem, "cot")
 
 
 def worked_equation(step: Step) -> str | None:
@@ -173,10 +173,10 @@ def target(problem: SyntheticProblem, style: str, lines: list[str] | None = None
     """
     if style == "direct":
         return f"\\boxed{{{problem.answer}}}"
+    steps = "\n".join(lines or problem.solution_lines())
     if style == "cot":
-        return solution_text(problem, lines)
+        return f"{steps}\n{final_answer(problem.answer)}"
     if style == "thinking":
-        steps = "\n".join(lines or problem.solution_lines())
         return f"<think>\n{steps}\n</think>\n\n{final_answer(problem.answer)}"
     raise ValueError(f"unknown style {style!r}")
 
@@ -948,11 +948,7 @@ def reproduce_command(seed: int, steps: int, recipe: Recipe, out: str = "runs/ti
     if seed != 0:
         parts.append(f"--seed {seed}")
     default = Recipe()
-    for flag, field in (("--train-problems", "train_problems"), ("--hidden-size", "hidden_size"),
-                        ("--layers", "num_layers"), ("--intermediate-size", "intermediate_size"),
-                        ("--drills-per-problem", "drills_per_problem"), ("--empty-think", "empty_think"),
-                        ("--bare-attempts", "bare_attempts"), ("--habits-from-step", "habits_from_step"),
-                        ("--worked-lines", "worked_lines"), ("--swapped-operands", "swapped_operands")):
+    for flag, field, _, _ in RECIPE_FLAGS:
         if getattr(recipe, field) != getattr(default, field):
             parts.append(f"{flag} {getattr(recipe, field)}")
     return " ".join(parts)
@@ -1100,6 +1096,33 @@ def report_on_model(model_dir, split: str = "test", limit: int | None = None, sa
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
+# The Recipe fields that train-tiny sets from the command line: (flag, field, type, help). The same
+# table makes the parser, the Recipe of a run, and the reproduce command on the model card.
+RECIPE_FLAGS = (
+    ("--train-problems", "train_problems", int, "use only the first N train problems"),
+    ("--hidden-size", "hidden_size", int, None),
+    ("--layers", "num_layers", int, None),
+    ("--intermediate-size", "intermediate_size", int, None),
+    ("--drills-per-problem", "drills_per_problem", float,
+     "drill chats (bare equations) added to the corpus per training problem"),
+    ("--empty-think", "empty_think", float,
+     f"fraction of thinking-mode replies whose think block is left empty (default {Recipe.empty_think}; "
+     f"data/tiny-reasoner-habits: {EMPTY_THINK_FRACTION})"),
+    ("--bare-attempts", "bare_attempts", float,
+     f"fraction of review examples that review a bare answer given without work (default "
+     f"{Recipe.bare_attempts}; data/tiny-reasoner-habits: {BARE_ATTEMPT_FRACTION})"),
+    ("--habits-from-step", "habits_from_step", int,
+     f"the step from which --empty-think and --bare-attempts apply (default {Recipe.habits_from_step}: "
+     f"all steps; data/tiny-reasoner-habits: {HABITS_FROM_STEP})"),
+    ("--worked-lines", "worked_lines", float,
+     f"fraction of solution lines worked out in two stages, e.g. 37 + 15 = 37 + 10 + 5 = 47 + 5 = 52 "
+     f"(default {Recipe.worked_lines}; chapter 4's tiny-reasoner-paths: {WORKED_LINE_FRACTION})"),
+    ("--swapped-operands", "swapped_operands", float,
+     f"fraction of sums and products written with their operands swapped, e.g. 15 + 37 for 37 + 15 "
+     f"(default {Recipe.swapped_operands}; chapter 4's tiny-reasoner-paths: {SWAPPED_OPERAND_FRACTION})"),
+)
+
+
 def register_cli(subparsers) -> None:
     parser = subparsers.add_parser("train-tiny", help="train the tiny reasoning model from scratch on CPU",
                                    description="Train the tiny Qwen3-architecture model on the synthetic "
@@ -1113,27 +1136,9 @@ def register_cli(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--train-problems", type=int, default=None, help="use only the first N train problems")
-    parser.add_argument("--hidden-size", type=int, default=Recipe.hidden_size)
-    parser.add_argument("--layers", type=int, default=Recipe.num_layers)
-    parser.add_argument("--intermediate-size", type=int, default=Recipe.intermediate_size)
-    parser.add_argument("--drills-per-problem", type=float, default=Recipe.drills_per_problem,
-                        help="drill chats (bare equations) added to the corpus per training problem")
-    parser.add_argument("--empty-think", type=float, default=Recipe.empty_think,
-                        help=f"fraction of thinking-mode replies whose think block is left empty (default {Recipe.empty_think}; "
-                             f"data/tiny-reasoner-habits: {EMPTY_THINK_FRACTION})")
-    parser.add_argument("--bare-attempts", type=float, default=Recipe.bare_attempts,
-                        help=f"fraction of review examples that review a bare answer given without work (default "
-                             f"{Recipe.bare_attempts}; data/tiny-reasoner-habits: {BARE_ATTEMPT_FRACTION})")
-    parser.add_argument("--habits-from-step", type=int, default=Recipe.habits_from_step,
-                        help=f"the step from which --empty-think and --bare-attempts apply (default {Recipe.habits_from_step}: "
-                             f"all steps; data/tiny-reasoner-habits: {HABITS_FROM_STEP})")
-    parser.add_argument("--worked-lines", type=float, default=Recipe.worked_lines,
-                        help=f"fraction of solution lines worked out in two stages, e.g. 37 + 15 = 37 + 10 + 5 = 47 + 5 = 52 "
-                             f"(default {Recipe.worked_lines}; chapter 4's tiny-reasoner-paths: {WORKED_LINE_FRACTION})")
-    parser.add_argument("--swapped-operands", type=float, default=Recipe.swapped_operands,
-                        help=f"fraction of sums and products written with their operands swapped, e.g. 15 + 37 for 37 + 15 "
-                             f"(default {Recipe.swapped_operands}; chapter 4's tiny-reasoner-paths: {SWAPPED_OPERAND_FRACTION})")
+    for flag, field, kind, help_text in RECIPE_FLAGS:
+        parser.add_argument(flag, dest=field, type=kind, default=getattr(Recipe, field), help=help_text,
+                            metavar=flag[2:].replace("-", "_").upper())
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_run_train_cli)
 
@@ -1146,15 +1151,16 @@ def register_cli(subparsers) -> None:
     report.set_defaults(func=_run_report_cli)
 
 
+def recipe_from_args(args) -> Recipe:
+    """The Recipe that parsed ``train-tiny`` arguments ask for."""
+    return Recipe(**{field: getattr(args, field) for _, field, _, _ in RECIPE_FLAGS})
+
+
 def _run_train_cli(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    recipe = Recipe(hidden_size=args.hidden_size, num_layers=args.layers, intermediate_size=args.intermediate_size,
-                    train_problems=args.train_problems, drills_per_problem=args.drills_per_problem,
-                    empty_think=args.empty_think, bare_attempts=args.bare_attempts,
-                    habits_from_step=args.habits_from_step, worked_lines=args.worked_lines,
-                    swapped_operands=args.swapped_operands)
-    folder = train(args.out, args.minutes, args.seed, args.resume, args.steps, recipe, not args.no_progress)
+    folder = train(args.out, args.minutes, args.seed, args.resume, args.steps, recipe_from_args(args),
+                   not args.no_progress)
     print(f"model written to {folder}")
     return 0
 

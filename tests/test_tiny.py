@@ -308,9 +308,21 @@ def test_bare_attempt_reviews_work_the_problem_out_then_judge(tokenizer, problem
 
 
 def test_the_reproduce_command_names_the_corpus_flags():
+    import argparse
+    import shlex
+
     recipe = tiny.Recipe(empty_think=0.5, bare_attempts=0.3, drills_per_problem=1.0, habits_from_step=7)
     command = tiny.reproduce_command(0, tiny.DEFAULT_STEPS, recipe)
     assert command.endswith("--drills-per-problem 1.0 --empty-think 0.5 --bare-attempts 0.3 --habits-from-step 7")
+    # the command, parsed by train-tiny's own parser, asks for the same recipe
+    parser = argparse.ArgumentParser()
+    tiny.register_cli(parser.add_subparsers())
+    every_flag = tiny.Recipe(train_problems=100, hidden_size=64, num_layers=3, intermediate_size=96,
+                             drills_per_problem=1.0, empty_think=0.5, bare_attempts=0.3, habits_from_step=7,
+                             worked_lines=0.4, swapped_operands=0.6)
+    for wanted in (recipe, every_flag, tiny.Recipe()):
+        args = parser.parse_args(shlex.split(tiny.reproduce_command(0, tiny.DEFAULT_STEPS, wanted))[3:])
+        assert tiny.recipe_from_args(args) == wanted
     assert tiny.reproduce_command(0, tiny.DEFAULT_STEPS, tiny.Recipe()) == "python -m companion train-tiny --out runs/tiny"
 
 
@@ -459,7 +471,7 @@ def test_swapped_operands_turn_sums_and_products_round(tokenizer, problems):
             turned += 1
     assert 0.4 < turned / (turned + kept) < 0.6, (turned, kept)
     with pytest.raises(ValueError, match="does not commute"):
-        tiny.swapped(problems[0].steps[0].__class__(synthetic.Operand(5), "-", synthetic.Operand(2), 3, "x"))
+        tiny.swapped(synthetic.Step(synthetic.Operand(5), "-", synthetic.Operand(2), 3, "x"))
 
 
 def test_the_paths_recipe_is_named_on_its_card_and_command():
