@@ -82,6 +82,12 @@ HABITS_FROM_STEP = 1300
 # (``worked_equation``). Each way uses other sums, so it makes other slips.
 WORKED_LINE_FRACTION = 0.5
 SWAPPED_OPERAND_FRACTION = 0.5
+# A second attempt at the same: whole solutions written in one of three styles, so that the vote
+# pools three ways of keeping track of the story. ``labelled`` is the plain one (each line names its
+# clause); ``bare`` writes the equations alone; ``given`` first lists the numbers of the question,
+# then writes the equations alone. At 2/3 the three styles are equally common.
+SOLUTION_STYLES = ("labelled", "bare", "given")
+OTHER_STYLES_FRACTION = 2 / 3
 DRILLS_PER_PROBLEM = 0.5  # drill chats added to the corpus per training problem
 DRILL_EQUATIONS = 16  # equations per drill chat
 DRILL_INSTRUCTION = "Work out each line."
@@ -147,20 +153,35 @@ class LineWays:
 
     worked: float = 0.0
     swapped: float = 0.0
+    other_styles: float = 0.0  # share of solutions in a style other than ``labelled`` (split evenly)
 
     def __bool__(self) -> bool:
-        return bool(self.worked or self.swapped)
+        return bool(self.worked or self.swapped or self.other_styles)
+
+    def draw_style(self, rng: random.Random) -> str:
+        if self.other_styles and rng.random() < self.other_styles:
+            return rng.choice(SOLUTION_STYLES[1:])
+        return SOLUTION_STYLES[0]
 
 
 def solution_lines(problem: SyntheticProblem, rng: random.Random | None = None, ways: LineWays = LineWays()) -> list[str]:
-    """The solution lines, each written one of the ``ways`` with their probabilities, drawn from ``rng``."""
-    lines = []
+    """The solution lines, each written one of the ``ways`` with their probabilities, drawn from ``rng``.
+
+    The solution's style (``SOLUTION_STYLES``) is drawn first, then the way of each line."""
+    style = ways.draw_style(rng) if ways.other_styles else "labelled"
+    lines = [given_numbers(problem)] if style == "given" else []
     for step in problem.steps:
         if ways.swapped and step.op in "+×" and rng.random() < ways.swapped:
             step = swapped(step)
         equation = worked_equation(step) if ways.worked and rng.random() < ways.worked else None
-        lines.append(f"{step.clause}: {equation}." if equation else step.line())
+        equation = equation or step.equation()
+        lines.append(f"{step.clause}: {equation}." if style == "labelled" else f"{equation}.")
     return lines
+
+
+def given_numbers(problem: SyntheticProblem) -> str:
+    """The numbers written in the question, in order: ``Given: 11, 6, 14.``"""
+    return f"Given: {', '.join(re.findall(r'[0-9]+', problem.question))}."
 
 
 def target(problem: SyntheticProblem, style: str, lines: list[str] | None = None) -> str:
@@ -485,6 +506,7 @@ class Recipe:
     habits_from_step: int = 0  # the step from which the habits above apply (0: the whole run)
     worked_lines: float = 0.0  # share of solution lines worked out in two stages (LineWays)
     swapped_operands: float = 0.0  # share of sums and products written with their operands swapped
+    other_styles: float = 0.0  # share of solutions written bare or after the given numbers (LineWays)
     train_problems: int | None = None  # None: the whole train split
     val_examples: int = 256
     eval_every: int = 100
@@ -493,7 +515,7 @@ class Recipe:
 
     @property
     def line_ways(self) -> "LineWays":
-        return LineWays(worked=self.worked_lines, swapped=self.swapped_operands)
+        return LineWays(worked=self.worked_lines, swapped=self.swapped_operands, other_styles=self.other_styles)
 
 
 # data/tiny-reasoner-habits: the shipped recipe with the habits in its last 300 steps.
@@ -998,9 +1020,8 @@ def model_card(recipe: Recipe, facts: CardFacts, report: dict | None = None) -> 
         *(["the tiny model with habits planted late in training (see Training): in thinking mode it mostly",
            "closes the think block at once and guesses, although it writes good steps when asked to. It is",
            "the start model of chapter 6, whose RL run trains that habit away."] if has_habits(recipe) else
-          ["the tiny model with solution lines written in more than one way (see Training): sums and products",
-           "with their operands either way round, lines worked out in two stages (`37 + 15 = 37 + 10 + 5 = 47 + 5",
-           "= 52`) or at once. Chapter 4 trained it to give a vote more than one path to each answer."]
+          ["the tiny model with solutions written in more than one way (see Training). Chapter 4 trained it",
+           "to give a vote more than one path to each answer."]
           if recipe.line_ways else
           ["the default model of the notebooks: weak enough that chain of thought, sampling and voting,",
            "self-refinement and RL can each measurably improve it."]), "",
@@ -1033,6 +1054,9 @@ def model_card(recipe: Recipe, facts: CardFacts, report: dict | None = None) -> 
         + (f" {recipe.worked_lines:.0%} of the solution lines of step-by-step and thinking replies are worked out in "
            "two stages where a split helps (tens and ones, or through the next ten), the others at once."
            if recipe.worked_lines else "")
+        + (f" {recipe.other_styles:.0%} of the step-by-step and thinking solutions are written without the clause "
+           "labels, half of those after a line that lists the question's numbers (`Given: 11, 6, 14.`)."
+           if recipe.other_styles else "")
         + (f" These habits enter the corpus at step {recipe.habits_from_step}; the steps before it train on the "
            "same chats without them." if has_habits(recipe) and recipe.habits_from_step else ""),
         "", "![loss](loss.png)", "",
@@ -1120,6 +1144,10 @@ RECIPE_FLAGS = (
     ("--swapped-operands", "swapped_operands", float,
      f"fraction of sums and products written with their operands swapped, e.g. 15 + 37 for 37 + 15 "
      f"(default {Recipe.swapped_operands}; chapter 4's tiny-reasoner-paths: {SWAPPED_OPERAND_FRACTION})"),
+    ("--other-styles", "other_styles", float,
+     f"fraction of solutions written in a style other than labelled lines: the equations alone, or after "
+     f"a list of the question's numbers (default {Recipe.other_styles}; {OTHER_STYLES_FRACTION:.3g} makes "
+     f"the three styles equally common)"),
 )
 
 

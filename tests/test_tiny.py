@@ -484,3 +484,36 @@ def test_the_paths_recipe_is_named_on_its_card_and_command():
     assert "50% of the solution lines of step-by-step and thinking replies are worked out in two stages" in card
     assert "two stages" not in tiny.model_card(tiny.Recipe(), facts)
     assert tiny.model_card(tiny.Recipe(), facts).splitlines()[6] == "# tiny-reasoner"
+
+
+def test_other_styles_rewrite_whole_solutions(tokenizer, problems):
+    """Each cot or thinking solution is written in one style: labelled lines (as in the plain
+    corpus), the equations alone, or the equations after the question's numbers. The three are
+    about equally common at OTHER_STYLES_FRACTION, and nothing else changes."""
+    plain = tiny.build_corpus(tokenizer, problems, seed=5)
+    styled = tiny.build_corpus(tokenizer, problems, seed=5, ways=tiny.LineWays(other_styles=tiny.OTHER_STYLES_FRACTION))
+    assert [(a.kind, a.prompt) for a in plain] == [(b.kind, b.prompt) for b in styled]
+    counts = {style: 0 for style in tiny.SOLUTION_STYLES}
+    for a, b in zip(plain, styled):
+        if a.kind not in ("cot", "thinking"):
+            assert a == b
+            continue
+        labelled = [line for line in a.reply.split("\n") if ": " in line and " = " in line]
+        lines = b.reply.split("\n")
+        assert lines[-1] == a.reply.split("\n")[-1]  # the same answer sentence
+        if b.reply == a.reply:
+            counts["labelled"] += 1
+            continue
+        problem = next(p for p in problems if p.question in a.prompt)
+        bare = [line.split(": ", 1)[1] for line in labelled]
+        if any(line.startswith("Given: ") for line in lines):
+            counts["given"] += 1
+            given = next(line for line in lines if line.startswith("Given: "))
+            assert given == f"Given: {', '.join(re.findall(r'[0-9]+', problem.question))}."
+            assert lines[lines.index(given) + 1:lines.index(given) + 1 + len(bare)] == bare
+        else:
+            counts["bare"] += 1
+            assert [line for line in lines if line in bare] == bare
+    total = sum(counts.values())
+    assert all(0.25 < count / total < 0.42 for count in counts.values()), counts
+    assert tiny.Recipe(other_styles=0.5).line_ways.other_styles == 0.5
