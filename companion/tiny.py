@@ -148,8 +148,9 @@ def swapped(step: Step) -> Step:
 
 @dataclass(frozen=True)
 class LineWays:
-    """How often a solution line is written another way: operands of a sum or product swapped
-    (``swapped``), worked out in two stages (``worked``). Both keep every line true."""
+    """How often a solution is written another way: a line with the operands of its sum or product
+    swapped (``swapped``), a line worked out in two stages (``worked``), the whole solution in a
+    style other than labelled lines (``other_styles``). All keep every line true."""
 
     worked: float = 0.0
     swapped: float = 0.0
@@ -158,17 +159,22 @@ class LineWays:
     def __bool__(self) -> bool:
         return bool(self.worked or self.swapped or self.other_styles)
 
-    def draw_style(self, rng: random.Random) -> str:
+    def draw_style(self, rng: random.Random | None) -> str:
+        """One of ``SOLUTION_STYLES``; ``rng`` is only drawn from when ``other_styles`` is set."""
         if self.other_styles and rng.random() < self.other_styles:
             return rng.choice(SOLUTION_STYLES[1:])
         return SOLUTION_STYLES[0]
 
 
-def solution_lines(problem: SyntheticProblem, rng: random.Random | None = None, ways: LineWays = LineWays()) -> list[str]:
+def solution_lines(problem: SyntheticProblem, rng: random.Random | None = None, ways: LineWays = LineWays(),
+                   style: str | None = None) -> list[str]:
     """The solution lines, each written one of the ``ways`` with their probabilities, drawn from ``rng``.
 
-    The solution's style (``SOLUTION_STYLES``) is drawn first, then the way of each line."""
-    style = ways.draw_style(rng) if ways.other_styles else "labelled"
+    The solution's ``style`` (one of ``SOLUTION_STYLES``) is drawn first unless given, then the way
+    of each line."""
+    style = style or ways.draw_style(rng)
+    if style not in SOLUTION_STYLES:
+        raise ValueError(f"unknown solution style {style!r}; expected one of {SOLUTION_STYLES}")
     lines = [given_numbers(problem)] if style == "given" else []
     for step in problem.steps:
         if ways.swapped and step.op in "+×" and rng.random() < ways.swapped:
@@ -190,7 +196,7 @@ def target(problem: SyntheticProblem, style: str, lines: list[str] | None = None
     For ``thinking`` this includes the ``<think>`` block, exactly as the Qwen3 template renders an
     assistant turn with reasoning; for ``direct`` and ``cot`` the prompt already ends with the
     empty think block that ``enable_thinking=False`` adds. ``lines`` replaces the solution lines
-    (``solution_lines`` with some worked out).
+    (``solution_lines`` written other ways).
     """
     if style == "direct":
         return f"\\boxed{{{problem.answer}}}"

@@ -517,3 +517,13 @@ def test_other_styles_rewrite_whole_solutions(tokenizer, problems):
     total = sum(counts.values())
     assert all(0.25 < count / total < 0.42 for count in counts.values()), counts
     assert tiny.Recipe(other_styles=0.5).line_ways.other_styles == 0.5
+    problem = problems[0]
+    assert tiny.solution_lines(problem, style="labelled") == problem.solution_lines()
+    assert tiny.solution_lines(problem, style="bare") == [f"{step.equation()}." for step in problem.steps]
+    assert tiny.solution_lines(problem, style="given")[1:] == tiny.solution_lines(problem, style="bare")
+    with pytest.raises(ValueError, match="unknown solution style"):
+        tiny.solution_lines(problem, style="shouted")
+    facts = tiny.CardFacts(steps=10, elapsed=60.0, epochs_begun=1, seed=0, examples=100, tokens=1000, parameters=5)
+    card = tiny.model_card(tiny.Recipe(other_styles=0.5), facts)
+    assert "50% of the step-by-step and thinking solutions are written without the clause labels" in card
+    assert "--other-styles 0.5" in card and card.splitlines()[6] == "# tiny-reasoner-paths"
