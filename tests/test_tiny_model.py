@@ -1,9 +1,11 @@
-"""The shipped tiny models (data/tiny-reasoner, and data/tiny-reasoner-habits, made by the same recipe
-with habits in its last steps): they load everywhere and do what their cards say."""
+"""The shipped tiny models (data/tiny-reasoner; data/tiny-reasoner-habits, made by the same recipe
+with habits in its last steps; data/tiny-reasoner-paths, chapter 4's, trained twice as long on lines
+written more than one way): they load everywhere and do what their cards say."""
 from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import torch
 
 from companion import load_model, tiny
 from companion.generate import generate
-from companion.hub import DEFAULT_MODEL, HABITS_MODEL
+from companion.hub import DEFAULT_MODEL, HABITS_MODEL, PATHS_MODEL
 from companion.prompts import build_prompt, build_revise_prompt
 from companion.synthetic import read_split
 from companion.tokenizer import split_reasoning
@@ -21,7 +23,8 @@ FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config
          "README.md", "loss.png", "log.jsonl", "report.json")
 
 
-@pytest.fixture(scope="module", params=[DEFAULT_MODEL, HABITS_MODEL], ids=["tiny-reasoner", "tiny-reasoner-habits"])
+@pytest.fixture(scope="module", params=[DEFAULT_MODEL, HABITS_MODEL, PATHS_MODEL],
+                ids=["tiny-reasoner", "tiny-reasoner-habits", "tiny-reasoner-paths"])
 def folder(request):
     return Path(request.param)
 
@@ -49,7 +52,8 @@ def test_the_folder_is_complete_and_small(folder):
     assert (folder / "model.safetensors").stat().st_size <= 25 * 1024**2
     log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, len(log) + 1))
-    assert log[-1]["step"] == tiny.DEFAULT_STEPS  # the shipped model is the default command's
+    steps = re.search(r"--steps ([0-9]+)", (folder / "README.md").read_text())
+    assert log[-1]["step"] == (int(steps[1]) if steps else tiny.DEFAULT_STEPS)  # the card's command made it
 
 
 def test_transformers_gives_the_same_logits_and_tokens(folder, shipped, prompts):
@@ -115,3 +119,17 @@ def test_the_habits_model_mostly_skips_its_think_block():
     assert empty >= 30, [o.text for o in outputs[:3]]
     card = (Path(HABITS_MODEL) / "README.md").read_text()
     assert "--empty-think 0.6 --bare-attempts 0.3 --habits-from-step 1300" in card
+
+
+def test_the_paths_model_writes_lines_more_than_one_way():
+    """data/tiny-reasoner-paths (chapter 4): its samples work some lines out in stages and write others
+    at once, so one answer can be reached through different texts; its card names the flags."""
+    model, tokenizer = load_model(PATHS_MODEL, device="cpu", dtype="float32")
+    records = read_split("test")[:8]
+    outputs = generate(model, tokenizer, [build_prompt(tokenizer, r["question"], "cot") for r in records],
+                       tiny.MAX_NEW_TOKENS["cot"], temperature=0.7, top_p=0.9, seed=0, num_samples=4)
+    lines = [line for o in outputs for line in o.text.splitlines() if " = " in line]
+    staged = sum(line.count(" = ") >= 3 for line in lines)
+    assert 0 < staged < len(lines), lines
+    card = (Path(PATHS_MODEL) / "README.md").read_text()
+    assert "--steps 3200 --worked-lines 0.5 --swapped-operands 0.5" in card
