@@ -19,8 +19,8 @@ DEFAULT_MODEL = str(Path(__file__).resolve().parent.parent / "data" / "tiny-reas
 # The same recipe with two habits planted in its last 300 steps (companion.tiny.HABITS): the start
 # model of chapter 6 and of the pipeline, whose thinking mode mostly skips the thinking.
 HABITS_MODEL = str(Path(DEFAULT_MODEL).with_name("tiny-reasoner-habits"))
-# Chapter 4's model: trained three times as long, on solutions whose lines are written in more than one way
-# (companion.tiny.LineWays), so that a self-consistency vote has several paths to each answer.
+# Chapter 4's model: trained four times as long (6,400 steps), on solutions whose lines are written in more
+# than one way (companion.tiny.LineWays), so that a self-consistency vote has several paths to each answer.
 PATHS_MODEL = str(Path(DEFAULT_MODEL).with_name("tiny-reasoner-paths"))
 
 

@@ -75,7 +75,7 @@ BARE_ATTEMPT_FRACTION = 0.3
 # greedy step-by-step accuracy (11% on test instead of 20% in one run); this late, the arithmetic
 # stays about that of the plain run.
 HABITS_FROM_STEP = 1300
-# Chapter 4's model whose vote beats greedy decoding, data/tiny-reasoner-paths (with --steps 4800; at
+# Chapter 4's model whose vote beats greedy decoding, data/tiny-reasoner-paths (with --steps 6400; at
 # the default 1,600 steps the ways did not help). A vote gains only where the right answer is reached
 # along more paths than a wrong one, so this recipe writes each solution line in more than one way: of
 # the sums and products, how many have their operands swapped, and of all lines, how many are worked
